@@ -1,0 +1,1 @@
+"""Canonical schema, source adapters, quality suites. Knows nothing of Dagster."""
