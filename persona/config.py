@@ -45,7 +45,7 @@ DEFAULTS: dict[str, Any] = {
         "max_length": 64,
         "device": "auto",
     },
-    "split": {"test_days": 14, "valid_days": 14, "train_days": 14},
+    "split": {"test_days": 14, "valid_days": 14, "train_days": 14, "train_windows": 3},
     "targets": ["cart", "purchase"],
     "profiles": {
         "half_life_days": 14.0,

@@ -1,0 +1,212 @@
+"""User profiles as of a cutoff: an interest vector, readable tags and a segment per identified user.
+
+Everything is computed from events strictly before `as_of` (the first thing each function does is
+drop the rest), so a profile built for a training cutoff never sees the period it is evaluated on.
+The vector is a time-decayed, event-weighted mean of the embeddings of the items a user touched:
+a purchase counts more than a view, yesterday more than last month, and a removal pulls away.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from ml import tags as T
+from ml.segments import choose_k_and_cluster
+
+CART_LIKE = ("cart", "checkout")
+INTENT_DAYS = 7
+ACTIVITY_DAYS = 30
+TOP_CATEGORIES = 3
+TOP_BRANDS = 2
+SUMMARY_TAGS = 5
+
+
+def _profiles_cfg(cfg: Any) -> dict:
+    """Accept the `profiles` section, the whole config dict or a Settings object."""
+    if hasattr(cfg, "data"):
+        cfg = cfg.data
+    return dict(cfg["profiles"]) if isinstance(cfg, dict) and "profiles" in cfg else dict(cfg)
+
+
+def _before(events: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Identified users' events strictly before as_of: the only rows any profile may use."""
+    ts = pd.to_datetime(events["ts"])
+    keep = events["user_id"].notna().to_numpy() & (ts < as_of).to_numpy()
+    out = events.loc[keep].copy()
+    out["ts"] = ts[keep]
+    out["user_id"] = out["user_id"].astype(str)
+    return out
+
+
+def decay_weights(event_type: pd.Series, ts: pd.Series, as_of: Any, event_weights: dict,
+                  half_life_days: float) -> np.ndarray:
+    """weight[event_type] * 0.5 ** (age_days / half_life_days); unknown types weigh 0."""
+    base = event_type.map(event_weights).fillna(0.0).to_numpy(dtype=np.float64)
+    age = ((pd.Timestamp(as_of) - pd.to_datetime(ts)) / pd.Timedelta(days=1)).to_numpy(dtype=np.float64)
+    return base * np.power(0.5, np.clip(age, 0.0, None) / float(half_life_days))
+
+
+def user_vectors(events: pd.DataFrame, item_ids: list[str], item_matrix: np.ndarray, as_of: Any,
+                 event_weights: dict, half_life_days: float) -> tuple[list[str], np.ndarray]:
+    """(user_ids, (n_users, dim) float32) for every identified user with an event before as_of.
+
+    Row = L2-normalised sum over the user's events of decay weight x item embedding (the weighted
+    mean up to its positive scale, which normalising removes). Negative event weights subtract.
+    When the weights sum to <= 0 or cancel out, the row falls back to the plain mean of the user's
+    distinct items' embeddings; a user none of whose items has an embedding gets a zero row.
+    Users come out sorted by id, so the output is deterministic.
+    """
+    as_of = pd.Timestamp(as_of)
+    ev = _before(events, as_of)
+    item_matrix = np.asarray(item_matrix, dtype=np.float32)
+    dim = item_matrix.shape[1] if item_matrix.ndim == 2 else 0
+    users = np.sort(ev["user_id"].unique())
+    if len(users) == 0:
+        return [], np.zeros((0, dim), dtype=np.float32)
+    u_idx = np.searchsorted(users, ev["user_id"].to_numpy())
+    i_idx = pd.Index(pd.Series(item_ids, dtype=object).astype(str)).get_indexer(
+        ev["item_id"].astype(object).where(ev["item_id"].notna(), None))
+    has = i_idx >= 0
+    w = decay_weights(ev["event_type"], ev["ts"], as_of, event_weights, half_life_days)
+    n_u, n_i = len(users), len(item_ids)
+
+    W = sparse.csr_matrix((w[has], (u_idx[has], i_idx[has])), shape=(n_u, n_i))
+    weighted = np.asarray(W @ item_matrix, dtype=np.float64)
+    wsum = np.asarray(W.sum(axis=1)).ravel()
+    # Plain mean fallback over distinct embedded items (binary user x item matrix).
+    B = sparse.csr_matrix((np.ones(has.sum()), (u_idx[has], i_idx[has])), shape=(n_u, n_i))
+    B.data[:] = 1.0
+    plain = np.asarray(B @ item_matrix, dtype=np.float64)
+
+    norms = np.linalg.norm(weighted, axis=1)
+    use_weighted = (wsum > 0) & (norms > 1e-9)
+    vec = np.where(use_weighted[:, None], weighted, plain)
+    norms = np.linalg.norm(vec, axis=1, keepdims=True)
+    vec = np.divide(vec, norms, out=np.zeros_like(vec), where=norms > 1e-12)
+    return users.tolist(), vec.astype(np.float32)
+
+
+def build_profiles(events: pd.DataFrame, items: pd.DataFrame, item_ids: list[str], item_matrix: np.ndarray,
+                   as_of: Any, cfg: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(user_profiles, segment_summary) as of `as_of`; see the module and `ml.tags` for the rules.
+
+    `cfg` is the `profiles` config section (or the whole config). One profile row per identified
+    user with at least one event before as_of.
+    """
+    pc = _profiles_cfg(cfg)
+    as_of = pd.Timestamp(as_of)
+    weights, half_life = pc["event_weights"], float(pc["half_life_days"])
+    ev = _before(events, as_of)
+    users, V = user_vectors(ev, item_ids, item_matrix, as_of, weights, half_life)
+    n = len(users)
+    profile_cols = ["user_id", "as_of", "vector", "segment", "n_events", "n_sessions", "n_items", "first_ts",
+                    "last_ts", "avg_price", "top_categories", "top_brands", "price_band", "activity_level",
+                    "lifecycle_stage", "purchase_intent", "tags"]
+    if n == 0:
+        return (pd.DataFrame(columns=profile_cols),
+                pd.DataFrame(columns=["segment", "size", "share", "top_tags", "description"]))
+
+    ev["w"] = decay_weights(ev["event_type"], ev["ts"], as_of, weights, half_life)
+    uid = ev["user_id"]
+    g = ev.groupby("user_id", sort=True)
+    stats = pd.DataFrame({
+        "n_events": g.size(),
+        "n_sessions": g["session_id"].nunique(),
+        "n_items": g["item_id"].nunique(),
+        "first_ts": g["ts"].min(),
+        "last_ts": g["ts"].max(),
+    }).reindex(users)
+
+    # Item attributes come from the catalog; the event's own price fills a missing catalog price.
+    cat = items.drop_duplicates("item_id").assign(item_id=lambda d: d["item_id"].astype(str)).set_index("item_id")
+    ev_item = ev["item_id"].astype(object)
+    category = ev_item.map(cat["category_path"].map(T.category_key)) if "category_path" in cat else None
+    brand = ev_item.map(cat["brand"].map(T.clean_brand)) if "brand" in cat else None
+    item_price = ev_item.map(cat["price"]) if "price" in cat else pd.Series(np.nan, index=ev.index)
+    price = pd.to_numeric(item_price, errors="coerce").fillna(pd.to_numeric(ev["price"], errors="coerce") if "price" in ev else np.nan)
+    per_item = pd.DataFrame({"u": uid, "i": ev_item, "p": price}).dropna(subset=["i"])
+    avg_price = per_item.groupby(["u", "i"])["p"].mean().groupby(level="u").mean().reindex(users)
+
+    top_cat = T.top_keys(uid.to_numpy(), category.to_numpy() if category is not None else np.full(len(ev), None),
+                         ev["w"].to_numpy(), TOP_CATEGORIES)
+    top_brand = T.top_keys(uid.to_numpy(), brand.to_numpy() if brand is not None else np.full(len(ev), None),
+                           ev["w"].to_numpy(), TOP_BRANDS)
+
+    recent = ev[ev["ts"] >= as_of - pd.Timedelta(days=ACTIVITY_DAYS)].groupby("user_id").size()
+    recent = recent.reindex(users, fill_value=0).to_numpy()
+
+    # Purchase intent: a cart/checkout in the last 7 days with no purchase at or after it.
+    window = ev[ev["ts"] >= as_of - pd.Timedelta(days=INTENT_DAYS)]
+    last_cart = window[window["event_type"].isin(CART_LIKE)].groupby("user_id")["ts"].max().reindex(users)
+    last_buy = ev[ev["event_type"] == "purchase"].groupby("user_id")["ts"].max().reindex(users)
+    intent = (last_cart.notna() & ~(last_buy >= last_cart)).to_numpy()
+
+    bands = T.price_band(avg_price.to_numpy(), T.price_tertiles(items["price"] if "price" in items else []))
+    activity = T.activity_level(recent)
+    stage = T.lifecycle_stage(stats["first_ts"], stats["last_ts"], as_of, pc["lifecycle_days"])
+
+    labels, k, scores = choose_k_and_cluster(V, int(pc["k_min"]), int(pc["k_max"]),
+                                             int(pc.get("silhouette_sample", 4000)), seed=int(pc.get("seed", 0)))
+    cats = [top_cat.get(u, []) for u in users]
+    brands = [top_brand.get(u, []) for u in users]
+    tag_lists = [T.make_tags(c, b, p, a, s, bool(i))
+                 for c, b, p, a, s, i in zip(cats, brands, bands, activity, stage, intent)]
+
+    profiles = pd.DataFrame({
+        "user_id": users,
+        "as_of": as_of,
+        "vector": list(V),
+        "segment": labels.astype(np.int64),
+        "n_events": stats["n_events"].to_numpy(dtype=np.int64),
+        "n_sessions": stats["n_sessions"].to_numpy(dtype=np.int64),
+        "n_items": stats["n_items"].to_numpy(dtype=np.int64),
+        "first_ts": stats["first_ts"].to_numpy(),
+        "last_ts": stats["last_ts"].to_numpy(),
+        "avg_price": avg_price.to_numpy(dtype=np.float64),
+        "top_categories": cats,
+        "top_brands": brands,
+        "price_band": bands,
+        "activity_level": activity,
+        "lifecycle_stage": stage,
+        "purchase_intent": intent.astype(bool),
+        "tags": tag_lists,
+    })
+    summary = summarize_segments(profiles, scores)
+    return profiles, summary
+
+
+def summarize_segments(profiles: pd.DataFrame, scores: dict[int, float] | None = None) -> pd.DataFrame:
+    """One row per segment: size, share, its most characteristic tags and a one-line description.
+
+    A tag characterises a segment when at least 20% of its users carry it; those are ranked by lift
+    (share in the segment / share overall), so "brand:Google", which nearly everyone has, does not
+    describe every segment. If no tag reaches 20%, the segment's most frequent tags are used.
+    """
+    n = len(profiles)
+    exploded = profiles[["user_id", "segment", "tags"]].explode("tags").dropna(subset=["tags"])
+    overall = exploded.groupby("tags")["user_id"].nunique() / max(n, 1)
+    rows = []
+    for seg, members in profiles.groupby("segment", sort=True):
+        size = len(members)
+        seg_tags = exploded[exploded["segment"] == seg].groupby("tags")["user_id"].nunique() / size
+        frame = pd.DataFrame({"share": seg_tags, "lift": seg_tags / overall.reindex(seg_tags.index)})
+        strong = frame[frame["share"] >= 0.2].sort_values(["lift", "share"], ascending=False)
+        if strong.empty:
+            strong = frame.sort_values("share", ascending=False)
+        top = strong.index[:SUMMARY_TAGS].tolist()
+        shown = ", ".join(f"{t} ({frame.loc[t, 'share']:.0%})" for t in top) or "no tags"
+        rows.append({
+            "segment": int(seg),
+            "size": int(size),
+            "share": size / n,
+            "top_tags": top,
+            "description": f"Segment {seg}: {size:,} users ({size / n:.1%}); characteristic tags: {shown}",
+        })
+    summary = pd.DataFrame(rows)
+    if scores:
+        summary.attrs["silhouette_by_k"] = dict(scores)
+    return summary

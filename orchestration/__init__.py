@@ -1,0 +1,1 @@
+"""Dagster layer: thin assets around `ml/` and `data_contracts/`; `definitions.py` assembles them."""

@@ -1,0 +1,1 @@
+"""HTTP serving over the promoted model version: onnxruntime + numpy only (no torch, LightGBM or Dagster)."""

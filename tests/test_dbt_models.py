@@ -1,0 +1,248 @@
+"""The dbt project on a real slice of the Google Merchandise Store log, checked against pandas.
+
+A slice of ~3,000 visitors goes through the real adapter (`ga_merch.load`) into a DuckDB file in
+tmp_path; the real `dbt build` (models + all data tests) runs on it in a subprocess, and the marts
+are compared with independent pandas recomputations. The GA log has no anonymous traffic, so the
+user id of every 10th visitor in the slice is blanked to exercise the anonymous paths
+(excluded from users/interactions, counted in items, covisitation per session).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from data_contracts.adapters import ga_merch
+from persona.warehouse import read_df, replace_tables
+
+ROOT = Path(__file__).resolve().parents[1]
+DBT_DIR = ROOT / "dbt_project"
+DATA = ROOT / "data" / "ga_merch_store" / "product_events_2016-08_2016-10.parquet"
+DBT = Path(sys.executable).with_name("dbt")
+
+N_USERS = 3000
+HALF_LIFE_DAYS = 14.0
+WEIGHTS = {"search": 0.5, "view": 1, "click": 0.5, "cart": 3, "remove_from_cart": -1, "checkout": 3,
+           "purchase": 5, "return": -2, "review": 2}
+EVENT_TYPES = list(WEIGHTS)
+COVIS_WINDOW_HOURS = 24
+COVIS_MIN_COUNT = 2
+
+pytestmark = pytest.mark.skipif(not DATA.exists() or not DBT.exists(), reason="needs the GA parquet and dbt")
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("dbt")
+    raw = pq.read_table(DATA)
+    visitors = np.sort(pc.unique(raw.column("full_visitor_id")).to_numpy(zero_copy_only=False))
+    chosen = visitors[:: max(1, len(visitors) // N_USERS)][:N_USERS]
+    sliced = raw.filter(pc.is_in(raw.column("full_visitor_id"), value_set=pa.array(chosen, type=pa.string())))
+    slice_path = tmp / DATA.name
+    pq.write_table(sliced, slice_path)
+
+    result = ga_merch.load(slice_path)
+    events = result.events.to_pandas()
+    anonymous = set(chosen[::10])
+    events["user_id"] = events["user_id"].where(~events["user_id"].isin(anonymous), None)
+    items = result.items.to_pandas()
+
+    db = tmp / "persona.duckdb"
+    replace_tables(db, {"raw_events": events, "raw_items": items})
+
+    env = {**os.environ, "PERSONA_WAREHOUSE_PATH": str(db), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+           "DO_NOT_TRACK": "1"}
+    proc = subprocess.run(
+        [str(DBT), "build", "--profiles-dir", str(DBT_DIR), "--project-dir", str(DBT_DIR),
+         "--target-path", str(tmp / "target"), "--log-path", str(tmp / "logs")],
+        cwd=DBT_DIR, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"dbt build failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+    return {"db": db, "events": events, "items": items, "stdout": proc.stdout}
+
+
+def table(wh: dict, name: str) -> pd.DataFrame:
+    return read_df(wh["db"], f"select * from {name}")
+
+
+def test_build_ran_every_model_and_test(warehouse):
+    out = warehouse["stdout"]
+    assert "ERROR=0" in out and "SKIP=0" in out
+    for model in ["stg_events", "stg_items", "int_events_as_of", "fct_events", "fct_sessions",
+                  "fct_user_item_interactions", "dim_users", "dim_items", "fct_item_covisitation"]:
+        assert f"main.{model}" in out
+
+
+def test_fct_events_and_sessions(warehouse):
+    ev = warehouse["events"]
+    fct = table(warehouse, "fct_events")
+    assert len(fct) == len(ev) and set(fct["event_id"]) == set(ev["event_id"])
+    assert fct["is_identified"].sum() == ev["user_id"].notna().sum()
+
+    sessions = table(warehouse, "fct_sessions").set_index("session_id")
+    assert len(sessions) == ev["session_id"].nunique()
+    assert sessions["n_events"].sum() == len(ev)
+    buy = ev[ev["event_type"] == "purchase"]
+    sid = buy["session_id"].value_counts().index[0]
+    expected_revenue = (buy.loc[buy["session_id"] == sid, "price"]
+                        * buy.loc[buy["session_id"] == sid, "quantity"].fillna(1)).sum()
+    assert sessions.loc[sid, "revenue"] == pytest.approx(expected_revenue)
+    assert bool(sessions.loc[sid, "has_purchase"])
+    s_ev = ev[ev["session_id"] == sid]
+    assert sessions.loc[sid, "n_items"] == s_ev["item_id"].nunique()
+    assert sessions.loc[sid, "n_checkout"] == (s_ev["event_type"] == "checkout").sum()
+    assert sessions.loc[sid, "duration_seconds"] == int((s_ev["ts"].max() - s_ev["ts"].min()).total_seconds())
+
+
+def test_dim_users_are_the_identified_users(warehouse):
+    ev = warehouse["events"]
+    users = table(warehouse, "dim_users").set_index("user_id")
+    identified = ev[ev["user_id"].notna()]
+    assert len(users) == identified["user_id"].nunique()
+    assert 0 < len(users) < ev["session_id"].nunique()
+    as_of = ev["ts"].max()
+    uid = identified["user_id"].value_counts().index[0]
+    u = identified[identified["user_id"] == uid]
+    row = users.loc[uid]
+    assert row["n_events"] == len(u)
+    assert row["n_sessions"] == u["session_id"].nunique()
+    assert row["active_days"] == u["ts"].dt.date.nunique()
+    assert row["frequency"] == u.loc[u["event_type"] == "purchase", "session_id"].nunique()
+    p = u[u["event_type"] == "purchase"]
+    assert row["monetary"] == pytest.approx((p["price"] * p["quantity"].fillna(1)).sum())
+    assert row["recency_days"] == pytest.approx((as_of - u["ts"].max()).total_seconds() / 86400, abs=1e-4)
+
+
+def test_interactions_equal_pandas_recomputation(warehouse):
+    ev = warehouse["events"]
+    ident = ev[ev["user_id"].notna() & ev["item_id"].notna()].copy()
+    as_of = ev["ts"].max()
+    # Second precision, as in the model (dbt.datediff in seconds).
+    age = (as_of.floor("s") - ident["ts"].dt.floor("s")).dt.total_seconds() / 86400
+    ident["score"] = ident["event_type"].map(WEIGHTS) * np.power(0.5, age / HALF_LIFE_DAYS)
+    counts = pd.crosstab([ident["user_id"], ident["item_id"]], ident["event_type"])
+    scores = ident.groupby(["user_id", "item_id"])["score"].sum()
+
+    inter = table(warehouse, "fct_user_item_interactions").set_index(["user_id", "item_id"])
+    assert len(inter) == len(counts)
+    some_users = ident["user_id"].value_counts().index[:5]
+    for uid in some_users:
+        got = inter.loc[uid]
+        want = counts.loc[uid]
+        assert sorted(got.index) == sorted(want.index)
+        for item_id in want.index:
+            for t in EVENT_TYPES:
+                expected = int(want.loc[item_id, t]) if t in want.columns else 0
+                assert got.loc[item_id, f"n_{t}"] == expected, (uid, item_id, t)
+            assert got.loc[item_id, "weighted_score"] == pytest.approx(scores.loc[(uid, item_id)], rel=1e-6, abs=1e-9)
+            pair = ident[(ident["user_id"] == uid) & (ident["item_id"] == item_id)]
+            assert got.loc[item_id, "first_ts"] == pair["ts"].min()
+            assert got.loc[item_id, "last_ts"] == pair["ts"].max()
+    assert inter["n_events"].sum() == len(ident)
+
+
+def test_dim_items_rates_and_one_item_by_hand(warehouse):
+    ev = warehouse["events"]
+    items = table(warehouse, "dim_items").set_index("item_id")
+    assert set(items.index) == set(warehouse["items"]["item_id"])
+    for col in ["view_to_cart_rate", "cart_to_purchase_rate", "view_to_purchase_rate"]:
+        rates = items[col].dropna()
+        assert len(rates) > 0 and rates.between(0, 1).all(), col
+
+    item_ev = ev[ev["item_id"].notna()]
+    iid = item_ev.loc[item_ev["event_type"] == "purchase", "item_id"].value_counts().index[0]
+    e = item_ev[item_ev["item_id"] == iid]
+    row = items.loc[iid]
+    as_of = ev["ts"].max()
+    assert row["popularity_all_time"] == len(e)
+    assert row["popularity_7d"] == (e["ts"] > as_of - pd.Timedelta(days=7)).sum()
+    assert row["popularity_30d"] == (e["ts"] > as_of - pd.Timedelta(days=30)).sum()
+    assert row["n_views"] == (e["event_type"] == "view").sum()
+    assert row["n_clicks"] == (e["event_type"] == "click").sum()
+    assert row["n_carts"] == (e["event_type"] == "cart").sum()
+    assert row["n_purchases"] == (e["event_type"] == "purchase").sum()
+    per_session = e.assign(one=1).pivot_table(index="session_id", columns="event_type", values="one",
+                                              aggfunc="max", fill_value=0)
+    viewed = per_session.get("view", 0) > 0
+    carted = per_session.get("cart", 0) > 0
+    bought = per_session.get("purchase", 0) > 0
+    assert row["view_to_cart_rate"] == pytest.approx((viewed & carted).sum() / viewed.sum())
+    assert row["cart_to_purchase_rate"] == pytest.approx((carted & bought).sum() / carted.sum())
+    assert row["view_to_purchase_rate"] == pytest.approx((viewed & bought).sum() / viewed.sum())
+
+
+def test_covisitation_symmetric_and_equal_to_pandas(warehouse):
+    ev = warehouse["events"]
+    covis = table(warehouse, "fct_item_covisitation")
+    assert len(covis) > 0
+    assert (covis["item_id"] != covis["other_item_id"]).all()
+    mirror = covis.merge(covis, left_on=["item_id", "other_item_id"], right_on=["other_item_id", "item_id"],
+                         suffixes=("", "_m"))
+    assert len(mirror) == len(covis)
+    assert (mirror["n_pairs"] == mirror["n_pairs_m"]).all()
+    assert np.allclose(mirror["weight"], mirror["weight_m"])
+    assert covis["weight"].between(0, 1).all() and (covis["n_pairs"] >= COVIS_MIN_COUNT).all()
+
+    e = ev[ev["item_id"].notna()].copy()
+    e["actor"] = np.where(e["user_id"].notna(), "u:" + e["user_id"].fillna(""), "s:" + e["session_id"])
+    first = e.groupby(["actor", "item_id"], as_index=False)["ts"].min()
+    # The anonymous visitors are there and counted per session.
+    assert first["actor"].str.startswith("s:").any()
+    pairs = first.merge(first, on="actor", suffixes=("", "_o"))
+    pairs = pairs[(pairs["item_id"] != pairs["item_id_o"])
+                  & ((pairs["ts"].dt.floor("s") - pairs["ts_o"].dt.floor("s")).abs()
+                     <= pd.Timedelta(hours=COVIS_WINDOW_HOURS))]
+    n_pairs = pairs.groupby(["item_id", "item_id_o"]).size()
+    n_pairs = n_pairs[n_pairs >= COVIS_MIN_COUNT]
+    got = covis.set_index(["item_id", "other_item_id"])["n_pairs"]
+    assert len(got) == len(n_pairs)
+    assert got.sort_index().to_dict() == {k: int(v) for k, v in n_pairs.sort_index().items()}
+    n_actors = first.groupby("item_id").size()
+    a, b = n_pairs.sort_values(ascending=False).index[0]
+    top = covis[(covis["item_id"] == a) & (covis["other_item_id"] == b)].iloc[0]
+    assert top["weight"] == pytest.approx(top["n_pairs"] / math.sqrt(n_actors[a] * n_actors[b]))
+
+
+def test_as_of_var_gives_point_in_time_features(warehouse, tmp_path):
+    """`--vars as_of` (models only; their tests ran above) limits every feature mart to earlier events and measures ages to it."""
+    import shutil
+
+    ev = warehouse["events"]
+    as_of = pd.Timestamp("2016-09-15 12:00:00")
+    db = tmp_path / "as_of.duckdb"
+    shutil.copy(warehouse["db"], db)
+    env = {**os.environ, "PERSONA_WAREHOUSE_PATH": str(db), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    proc = subprocess.run(
+        [str(DBT), "run", "--select", "int_events_as_of+", "--vars", f"{{as_of: '{as_of}'}}",
+         "--profiles-dir", str(DBT_DIR), "--project-dir", str(DBT_DIR),
+         "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs")],
+        cwd=DBT_DIR, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"dbt build failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+
+    past = ev[ev["ts"] <= as_of]
+    users = read_df(db, "select * from dim_users")
+    assert len(users) == past["user_id"].nunique() < ev["user_id"].nunique()
+    assert (users["as_of_ts"] == as_of).all() and (users["last_ts"] <= as_of).all()
+    inter = read_df(db, "select * from fct_user_item_interactions").set_index(["user_id", "item_id"])
+    ident = past[past["user_id"].notna()]
+    assert inter["n_events"].sum() == len(ident)
+    uid, iid = ident.groupby(["user_id", "item_id"]).size().idxmax()
+    pair = ident[(ident["user_id"] == uid) & (ident["item_id"] == iid)]
+    age = (as_of - pair["ts"].dt.floor("s")).dt.total_seconds() / 86400
+    want = (pair["event_type"].map(WEIGHTS) * np.power(0.5, age / HALF_LIFE_DAYS)).sum()
+    assert inter.loc[(uid, iid), "weighted_score"] == pytest.approx(want, rel=1e-6)
+    items = read_df(db, "select * from dim_items").set_index("item_id")
+    e = past[past["item_id"] == iid]
+    assert items.loc[iid, "popularity_all_time"] == len(e)
+    assert items.loc[iid, "popularity_7d"] == (e["ts"] > as_of - pd.Timedelta(days=7)).sum()
+    # fct_events is history, not a feature: it keeps everything.
+    assert read_df(db, "select count(*) as n from fct_events")["n"][0] == len(ev)
