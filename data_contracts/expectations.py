@@ -274,6 +274,7 @@ def _result_row(r) -> dict:
         cond = cond.to_dict()
     elif hasattr(cond, "dict"):
         cond = cond.dict()
+    samples = [_jsonable(v) for v in (res.get("partial_unexpected_list") or [])[:SAMPLE_SIZE]]
     bounds = {k: _jsonable(kwargs[k]) for k in ("min_value", "max_value", "value_set") if k in kwargs}
     return {
         "expectation": cfg.type,
@@ -285,7 +286,8 @@ def _result_row(r) -> dict:
         "element_count": res.get("element_count"),
         "unexpected_count": res.get("unexpected_count"),
         "unexpected_percent": res.get("unexpected_percent"),
-        "samples": [_jsonable(v) for v in (res.get("partial_unexpected_list") or [])[:SAMPLE_SIZE]],
+        "samples": samples,
+        "sample": samples[0] if samples else None,  # first sample alone, for one-line alerts
         "exception": exc.get("exception_message") if raised else None,
     }
 

@@ -13,11 +13,13 @@ import numpy as np
 import pandas as pd
 
 from ml import evaluation as ev_
+from ml.candidates import generate
+from ml.features import FEATURES, build_features
 from ml.profiles import user_vectors
 from ml.ranker import (RankingData, booster_scorer, build_ranking_data, candidate_recall, concat,
                        feature_importance, rank_lists, train_ranker)
 from ml.snapshot import Snapshot, build_snapshot
-from ml.split import Split, eligible_targets, make_split
+from ml.split import Split, Window, eligible_targets, make_split
 
 Log = Callable[[str], None]
 
@@ -35,6 +37,8 @@ class TrainingResult:
     metrics: dict
     candidate_recall: dict[str, float]
     importance: pd.DataFrame
+    reference_X: np.ndarray = None   # feature rows of users active in the training windows (drift reference)
+    current_X: np.ndarray = None     # the same for the test window, the latest labelled one (drift current)
     counts: dict = field(default_factory=dict)
 
 
@@ -63,14 +67,30 @@ def evaluate_lists(lists_by_model: dict[str, dict[str, list[str]]], targets: dic
     return per_user, metrics
 
 
+def activity_sample(snap: Snapshot, events: pd.DataFrame, window: Window, per_source: dict,
+                    max_users: int = 300, seed: int = 0) -> np.ndarray:
+    """Feature rows for users active in `window` with history before it, as the model would see them.
+
+    Built the same way for every window, so training-time and latest-window rows are comparable
+    for drift monitoring (no population difference between "users with a target" and "everyone").
+    """
+    m = (events["ts"] >= window.start) & (events["ts"] < window.end) & events["user_id"].notna()
+    active = sorted(u for u in events.loc[m, "user_id"].astype(str).unique() if u in snap.user_index)
+    if len(active) > max_users:
+        active = sorted(np.random.default_rng(seed).choice(active, max_users, replace=False))
+    rows = [build_features(snap, snap.user_index[u], generate(snap, snap.user_index[u], per_source)) for u in active]
+    return np.vstack(rows) if rows else np.zeros((0, len(FEATURES)), np.float32)
+
+
 def train_and_evaluate(events: pd.DataFrame, items: pd.DataFrame, item_ids: list[str], item_matrix: np.ndarray,
                        cfg: dict, log: Log = print) -> TrainingResult:
     split = split_for(events, cfg)
     targets_types = list(cfg["targets"])
     per_source = cfg["candidates"]
-    parts = []
+    parts, reference = [], []
     for w in split.train:
         snap = snapshot_at(events, items, item_ids, item_matrix, w.start, cfg)
+        reference.append(activity_sample(snap, events, w, per_source))
         data = build_ranking_data(snap, eligible_targets(events, w, targets_types), per_source, require_positive=True)
         log(f"{w.name} window {w.start:%Y-%m-%d}..{w.end:%Y-%m-%d}: {len(data.users)} training groups, {data.n_rows:,} rows")
         parts.append(data)
@@ -82,6 +102,7 @@ def train_and_evaluate(events: pd.DataFrame, items: pd.DataFrame, item_ids: list
     tsnap = snapshot_at(events, items, item_ids, item_matrix, split.test.start, cfg)
     test_targets = eligible_targets(events, split.test, targets_types)
     test = build_ranking_data(tsnap, test_targets, per_source)
+    current = activity_sample(tsnap, events, split.test, per_source)
     log(f"test window: {len(test_targets)} users with a target and history, {test.n_rows:,} candidate rows")
     if not test_targets:
         raise ValueError("no test users: nobody has a target event in the test window and history before it")
@@ -101,7 +122,7 @@ def train_and_evaluate(events: pd.DataFrame, items: pd.DataFrame, item_ids: list
               "test_users": len(test_targets), "test_rows": test.n_rows,
               "best_iteration": int(model.best_iteration_ or model.n_estimators)}
     return TrainingResult(split, model, train, valid, test, tsnap, test_targets, per_user, metrics, recall,
-                          feature_importance(model), counts)
+                          feature_importance(model), np.vstack(reference), current, counts)
 
 
 def metrics_markdown(metrics: dict, names=("ndcg@10", "recall@20", "mrr@20", "hitrate@10")) -> str:
@@ -112,8 +133,8 @@ def metrics_markdown(metrics: dict, names=("ndcg@10", "recall@20", "mrr@20", "hi
     return "\n".join(rows)
 
 
-def save_eval_set(folder, result: TrainingResult, train_sample: int = 5000, seed: int = 0) -> None:
-    """The test rows (features, groups, items, targets) and a training sample, for parity, gating and drift."""
+def save_eval_set(folder, result: TrainingResult) -> None:
+    """The test rows (features, groups, items, targets) for parity and gating; drift reference/current rows."""
     import json
     from pathlib import Path
 
@@ -123,9 +144,8 @@ def save_eval_set(folder, result: TrainingResult, train_sample: int = 5000, seed
     np.save(folder / "test_X.npy", t.X)
     np.save(folder / "test_groups.npy", t.groups)
     np.save(folder / "test_items.npy", t.items)
-    rng = np.random.default_rng(seed)
-    take = np.sort(rng.choice(result.train.n_rows, size=min(train_sample, result.train.n_rows), replace=False))
-    np.save(folder / "train_X_sample.npy", result.train.X[take])
+    np.save(folder / "drift_reference_X.npy", result.reference_X)
+    np.save(folder / "drift_current_X.npy", result.current_X)
     payload = {"users": t.users, "item_ids": [str(i) for i in result.test_snapshot.item_ids],
                "pop_order": [int(i) for i in result.test_snapshot.pop_order[:100]],
                "targets": {u: sorted(v) for u, v in result.test_targets.items()}}

@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 
 def choose_k_and_cluster(X: np.ndarray, k_min: int = 3, k_max: int = 8, sample: int = 4000,
@@ -22,15 +23,16 @@ def choose_k_and_cluster(X: np.ndarray, k_min: int = 3, k_max: int = 8, sample: 
     """
     from sklearn.cluster import KMeans
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.metrics import silhouette_score
+    from sklearn.metrics import pairwise_distances, silhouette_score
 
     X = np.asarray(X, dtype=np.float64)  # float64: sklearn's float32 distance path upcasts in chunks (2x slower)
     n = len(X)
     if n == 0:
         return np.zeros(0, dtype=np.int64), 0, {}
     # Many users share a vector (one item, same weights): cluster distinct rows, weighted by count.
-    U, inverse, counts = np.unique(X, axis=0, return_inverse=True, return_counts=True)
-    inverse = inverse.ravel()
+    inverse, _ = pd.factorize(pd.Series([row.tobytes() for row in X]))  # hash-dedupe, no row sort
+    _, first, counts = np.unique(inverse, return_index=True, return_counts=True)
+    U = X[first]
     k_hi = min(int(k_max), len(U), n - 1)
     k_lo = max(int(k_min), 2)
     if k_hi < k_lo:
@@ -38,6 +40,9 @@ def choose_k_and_cluster(X: np.ndarray, k_min: int = 3, k_max: int = 8, sample: 
 
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(n, size=min(int(sample), n), replace=False)) if sample and sample < n else np.arange(n)
+    # One sample distance matrix serves every k (silhouette only needs the labels to change).
+    D = pairwise_distances(X[idx]).astype(np.float32)
+    np.fill_diagonal(D, 0.0)
     scores: dict[int, float] = {}
     fits: dict[int, np.ndarray] = {}
     for k in range(k_lo, k_hi + 1):
@@ -46,7 +51,7 @@ def choose_k_and_cluster(X: np.ndarray, k_min: int = 3, k_max: int = 8, sample: 
             km = KMeans(n_clusters=k, n_init=2, random_state=seed).fit(U, sample_weight=counts)
         labels = km.labels_[inverse]
         sub = labels[idx]
-        scores[k] = float(silhouette_score(X[idx], sub)) if len(np.unique(sub)) > 1 else -1.0
+        scores[k] = float(silhouette_score(D, sub, metric="precomputed")) if len(np.unique(sub)) > 1 else -1.0
         fits[k] = labels
     best = max(scores, key=lambda k: (scores[k], -k))  # ties -> fewer segments
     return _renumber_by_size(fits[best]), best, scores

@@ -36,6 +36,12 @@ def _now_iso() -> str:
 
 @dataclass
 class Alert:
+    """One alert: `Alert(severity, asset, check, message, counts, samples)`.
+
+    `ts` (last, so the others can be positional) defaults to now (UTC, ISO 8601); a datetime is
+    converted to that form.
+    """
+
     severity: Severity
     asset: str
     check: str

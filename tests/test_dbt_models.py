@@ -27,8 +27,8 @@ from persona.warehouse import read_df, replace_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 DBT_DIR = ROOT / "dbt_project"
-DATA = ROOT / "data" / "ga_merch_store" / "product_events_2016-08_2016-10.parquet"
 DBT = Path(sys.executable).with_name("dbt")
+DATA = ROOT / "data" / "ga_merch_store" / "product_events_2016-08_2016-10.parquet"
 
 N_USERS = 3000
 HALF_LIFE_DAYS = 14.0
@@ -60,14 +60,21 @@ def warehouse(tmp_path_factory) -> dict:
     db = tmp / "persona.duckdb"
     replace_tables(db, {"raw_events": events, "raw_items": items})
 
+    proc = run_dbt(["build"], db, tmp)
+    return {"db": db, "events": events, "items": items, "stdout": proc.stdout}
+
+
+def run_dbt(args: list[str], db: Path, tmp: Path) -> subprocess.CompletedProcess:
+    """`dbt <args>` in a subprocess (dbt-duckdb keeps the file open while its process lives) against
+    the warehouse file `db`, with target/log paths under `tmp`; asserts success."""
     env = {**os.environ, "PERSONA_WAREHOUSE_PATH": str(db), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
            "DO_NOT_TRACK": "1"}
     proc = subprocess.run(
-        [str(DBT), "build", "--profiles-dir", str(DBT_DIR), "--project-dir", str(DBT_DIR),
+        [str(DBT), *args, "--profiles-dir", str(DBT_DIR), "--project-dir", str(DBT_DIR),
          "--target-path", str(tmp / "target"), "--log-path", str(tmp / "logs")],
         cwd=DBT_DIR, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"dbt build failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
-    return {"db": db, "events": events, "items": items, "stdout": proc.stdout}
+    assert proc.returncode == 0, f"dbt {args[0]} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+    return proc
 
 
 def table(wh: dict, name: str) -> pd.DataFrame:
@@ -76,10 +83,12 @@ def table(wh: dict, name: str) -> pd.DataFrame:
 
 def test_build_ran_every_model_and_test(warehouse):
     out = warehouse["stdout"]
-    assert "ERROR=0" in out and "SKIP=0" in out
+    assert "ERROR=0" in out and "SKIP=0" in out and "WARN=0" in out
     for model in ["stg_events", "stg_items", "int_events_as_of", "fct_events", "fct_sessions",
                   "fct_user_item_interactions", "dim_users", "dim_items", "fct_item_covisitation"]:
         assert f"main.{model}" in out
+    for test in ["assert_covisitation_symmetric", "assert_interactions_match_events"]:
+        assert f"PASS {test}" in out
 
 
 def test_fct_events_and_sessions(warehouse):
@@ -220,13 +229,7 @@ def test_as_of_var_gives_point_in_time_features(warehouse, tmp_path):
     as_of = pd.Timestamp("2016-09-15 12:00:00")
     db = tmp_path / "as_of.duckdb"
     shutil.copy(warehouse["db"], db)
-    env = {**os.environ, "PERSONA_WAREHOUSE_PATH": str(db), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
-    proc = subprocess.run(
-        [str(DBT), "run", "--select", "int_events_as_of+", "--vars", f"{{as_of: '{as_of}'}}",
-         "--profiles-dir", str(DBT_DIR), "--project-dir", str(DBT_DIR),
-         "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs")],
-        cwd=DBT_DIR, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"dbt build failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+    run_dbt(["run", "--select", "int_events_as_of+", "--vars", f"{{as_of: '{as_of}'}}"], db, tmp_path)
 
     past = ev[ev["ts"] <= as_of]
     users = read_df(db, "select * from dim_users")

@@ -15,9 +15,9 @@
     {%- endif -%}
     case {{ column }}
     {%- for t in event_types() %}
-        when '{{ t }}' then cast({{ weights[t] }} as {{ dbt.type_float() }})
+        when '{{ t }}' then cast({{ weights[t] }} as {{ type_double() }})
     {%- endfor %}
-        else cast(0 as {{ dbt.type_float() }})
+        else cast(0 as {{ type_double() }})
     end
 {%- endmacro %}
 

@@ -1,3 +1,5 @@
+{{ config(meta={'dagster': {'ref': {'name': 'dim_users'}}}) }}  {#- Dagster: an asset check on dim_users -#}
+
 -- dim_users has exactly one row per identified user with events up to as_of.
 
 with expected as (

@@ -1,3 +1,5 @@
+{{ config(meta={'dagster': {'ref': {'name': 'fct_user_item_interactions'}}}) }}  {#- Dagster: an asset check on fct_user_item_interactions -#}
+
 -- Every identified item event up to as_of is counted exactly once in fct_user_item_interactions,
 -- per event type: the interaction counts add up to the events in fct_events.
 

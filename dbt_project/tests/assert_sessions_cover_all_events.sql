@@ -1,3 +1,5 @@
+{{ config(meta={'dagster': {'ref': {'name': 'fct_sessions'}}}) }}  {#- Dagster: an asset check on fct_sessions -#}
+
 -- fct_sessions partitions fct_events: session event counts add up to the number of events,
 -- and purchase revenue agrees between the two.
 

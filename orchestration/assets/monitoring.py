@@ -15,13 +15,14 @@ GROUP = "monitoring"
 
 
 @asset(group_name=GROUP,
-       description="Evidently data-drift report between the ranker features of the training windows (reference) and "
-                   "those of users active in the latest window (current); HTML saved under artifacts/drift/.")
+       description="Evidently data-drift report on the ranker features: users active in the training windows "
+                   "(reference) vs users active in the latest window (current), each row built as of its window's "
+                   "start; HTML saved under artifacts/drift/.")
 def drift_report(context: AssetExecutionContext, persona: PersonaConfig, ranker_model: str) -> Output[dict]:
     settings = persona.settings()
     ev = Path(ranker_model) / "eval"
-    reference = pd.DataFrame(np.load(ev / "train_X_sample.npy"), columns=FEATURES)
-    current = pd.DataFrame(np.load(ev / "latest_X_sample.npy"), columns=FEATURES)
+    reference = pd.DataFrame(np.load(ev / "drift_reference_X.npy"), columns=FEATURES)
+    current = pd.DataFrame(np.load(ev / "drift_current_X.npy"), columns=FEATURES)
     html = settings.artifacts_dir / "drift" / "ranker_features_drift.html"
     result = data_drift(reference, current, max_rows=int(settings["drift"]["max_rows"]), html_path=html)
     context.log.info(f"drift: {result.n_drifted}/{result.n_columns} columns drifted ({result.share_drifted:.1%})")

@@ -9,8 +9,7 @@ from dagster import (AssetCheckResult, AssetCheckSeverity, AssetExecutionContext
                      asset, asset_check)
 
 from ml import registry
-from ml.candidates import generate
-from ml.features import FEATURES, build_features
+from ml.features import FEATURES
 from ml.onnx_export import OnnxScorer, export_ranker
 from ml.pipeline import (metrics_markdown, ndcg_on_eval_set, save_eval_set, snapshot_at, train_and_evaluate)
 from orchestration.assets.common import load_embeddings, load_events, load_items, md_table
@@ -23,17 +22,6 @@ GROUP = "ranking"
 def _data_hash(warehouse: Warehouse, settings) -> str:
     row = warehouse.read(settings, "select count(*) n, min(ts) a, max(ts) b, sum(hash(event_id)) h from fct_events")
     return registry.data_hash(json.dumps(row.iloc[0].to_dict(), default=str))
-
-
-def _latest_window_sample(snap, events: pd.DataFrame, start, per_source: dict, max_users: int = 400,
-                          seed: int = 0) -> np.ndarray:
-    """Feature rows of users active in the latest window, scored on the serving snapshot (for drift)."""
-    active = events.loc[(events["ts"] >= start) & events["user_id"].notna(), "user_id"].astype(str).unique()
-    active = np.array(sorted(u for u in active if u in snap.user_index))
-    if len(active) > max_users:
-        active = np.sort(np.random.default_rng(seed).choice(active, max_users, replace=False))
-    rows = [build_features(snap, snap.user_index[u], generate(snap, snap.user_index[u], per_source)) for u in active]
-    return np.vstack(rows) if rows else np.zeros((0, len(FEATURES)), np.float32)
 
 
 @asset(group_name=GROUP, deps=[AssetKey("fct_events"), AssetKey("dim_items"), AssetKey("item_embeddings"),
@@ -50,7 +38,6 @@ def ranker_model(context: AssetExecutionContext, persona: PersonaConfig, warehou
     result = train_and_evaluate(events, items, item_ids, matrix, cfg, log=context.log.info)
     context.log.info("building the serving snapshot (all events)")
     serving = snapshot_at(events, items, item_ids, matrix, result.split.end, cfg)
-    latest_X = _latest_window_sample(serving, events, result.split.test.start, cfg["candidates"])
     titles = dict(zip(items["item_id"].astype(str), items["title"].fillna("").astype(str)))
     metrics = dict(result.metrics, candidate_recall=result.candidate_recall, counts=result.counts)
 
@@ -59,7 +46,6 @@ def ranker_model(context: AssetExecutionContext, persona: PersonaConfig, warehou
         result.model.booster_.save_model(str(folder / "ranker.txt"))
         serving.save(folder / "snapshot")
         save_eval_set(folder / "eval", result)
-        np.save(folder / "eval" / "latest_X_sample.npy", latest_X)
         (folder / "items.json").write_text(json.dumps(titles))
 
     manifest = {"split": result.split.as_dict(), "training_cutoff": str(result.split.training_cutoff),

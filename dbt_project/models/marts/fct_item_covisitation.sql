@@ -66,8 +66,8 @@ scored as (
         pairs.n_pairs,
         ia.n_actors as n_actors_item,
         ib.n_actors as n_actors_other_item,
-        cast(pairs.n_pairs as {{ dbt.type_float() }})
-            / sqrt(cast(ia.n_actors as {{ dbt.type_float() }}) * cast(ib.n_actors as {{ dbt.type_float() }})) as weight
+        cast(pairs.n_pairs as {{ type_double() }})
+            / sqrt(cast(ia.n_actors as {{ type_double() }}) * cast(ib.n_actors as {{ type_double() }})) as weight
 
     from pairs
     inner join item_actors as ia

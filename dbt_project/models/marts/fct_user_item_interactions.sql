@@ -19,7 +19,7 @@ select
     min(ts) as first_ts,
     max(ts) as last_ts,
     sum(
-        event_weight * power(0.5, age_days / cast({{ var('half_life_days') }} as {{ dbt.type_float() }}))
+        event_weight * power(0.5, age_days / cast({{ var('half_life_days') }} as {{ type_double() }}))
     ) as weighted_score,
     max(as_of_ts) as as_of_ts
 

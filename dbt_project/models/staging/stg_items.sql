@@ -14,7 +14,7 @@ renamed as (
         cast(nullif(trim(description), '') as {{ dbt.type_string() }}) as description,
         cast(nullif(trim(category_path), '') as {{ dbt.type_string() }}) as category_path,
         cast(nullif(trim(brand), '') as {{ dbt.type_string() }}) as brand,
-        cast(price as {{ dbt.type_float() }}) as price,
+        cast(price as {{ type_double() }}) as price,
         cast(nullif(trim(image_url), '') as {{ dbt.type_string() }}) as image_url
 
     from source

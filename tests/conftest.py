@@ -1,0 +1,75 @@
+"""Shared fixtures: a small real slice of the embedded GA data and one full pipeline run over it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+GA_PATH = ROOT / "data" / "ga_merch_store" / "product_events_2016-08_2016-10.parquet"
+
+for _k, _v in {"DAGSTER_DISABLE_TELEMETRY": "1", "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DO_NOT_TRACK": "1",
+               "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
+    os.environ.setdefault(_k, _v)
+
+
+def ga_slice(out: Path, fraction: float, salt: str = "test-slice") -> Path:
+    """Every event of a stable hash-sample of visitors: real rows, real sessions, smaller."""
+    from ml.split import stable_sample
+
+    raw = pd.read_parquet(GA_PATH)
+    visitors = raw["full_visitor_id"].unique()
+    keep = set(visitors[stable_sample(visitors, fraction, salt)])
+    sliced = raw[raw["full_visitor_id"].isin(keep)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sliced.to_parquet(out, index=False)
+    return out
+
+
+def write_config(folder: Path, source: Path, **overrides) -> Path:
+    cfg = {
+        "source": {"adapter": "ga_merch_product_events", "path": str(source)},
+        "paths": {"warehouse_dir": str(folder / "warehouse"), "artifacts_dir": str(folder / "artifacts"),
+                  "models_dir": str(folder / "models"), "dagster_home": str(folder / "dagster_home")},
+        "alerts": {"jsonl": str(folder / "artifacts" / "alerts.jsonl")},
+        "evaluation": {"bootstrap": 200},
+    }
+    for dotted, value in overrides.items():
+        node = cfg
+        keys = dotted.split("__")
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    path = folder / "persona.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory):
+    """Materialize the whole graph once on a 35% visitor slice; yields (settings, result)."""
+    from dagster import DagsterInstance
+
+    folder = tmp_path_factory.mktemp("e2e")
+    source = ga_slice(folder / "data" / "ga_slice.parquet", 0.35)
+    config = write_config(folder, source)
+    old = os.environ.get("PERSONA_CONFIG")
+    os.environ["PERSONA_CONFIG"] = str(config)
+    try:
+        from orchestration.definitions import defs
+        from persona.config import load_settings
+
+        settings = load_settings(config)
+        os.environ["PERSONA_WAREHOUSE_PATH"] = str(settings.warehouse_path)
+        with DagsterInstance.ephemeral() as instance:
+            result = defs.resolve_job_def("persona_full").execute_in_process(instance=instance, raise_on_error=False)
+        yield settings, result
+    finally:
+        if old is None:
+            os.environ.pop("PERSONA_CONFIG", None)
+        else:
+            os.environ["PERSONA_CONFIG"] = old

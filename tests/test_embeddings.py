@@ -1,0 +1,121 @@
+"""The bundled MiniLM on real Google Merchandise Store titles, and the content-hash cache."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ml.embeddings import (ModelNotFoundError, TextEncoder, content_hash, embed_items, embedding_matrix,
+                           item_text, resolve_model_path)
+
+GA_FILE = Path(__file__).resolve().parent.parent / "data/ga_merch_store/product_events_2016-08_2016-10.parquet"
+
+
+@pytest.fixture(scope="module")
+def encoder() -> TextEncoder:
+    return TextEncoder("bundled:all-MiniLM-L6-v2", device="cpu", batch_size=64, max_length=64)
+
+
+@pytest.fixture(scope="module")
+def items():
+    from data_contracts.adapters import ga_merch
+
+    return ga_merch.load(GA_FILE).items.to_pandas()
+
+
+@pytest.fixture(scope="module")
+def embedded(items, encoder):
+    return embed_items(items, encoder)
+
+
+def test_bundled_model_resolves_to_package_folder():
+    folder = Path(resolve_model_path("bundled:all-MiniLM-L6-v2"))
+    assert (folder / "config.json").exists() and (folder / "model.safetensors").exists()
+
+
+def test_unknown_model_fails_fast_naming_the_spec():
+    start = time.time()
+    with pytest.raises(ModelNotFoundError, match="no-such-org/no-such-model"):
+        resolve_model_path("no-such-org/no-such-model")
+    with pytest.raises(ModelNotFoundError, match="bundled:other"):
+        resolve_model_path("bundled:other")
+    assert time.time() - start < 10
+
+
+def test_similar_titles_are_closer_than_unrelated(encoder):
+    white, black, bottle = encoder.encode([
+        "Google Men's 100% Cotton Short Sleeve Hero Tee White",
+        "Google Men's 100% Cotton Short Sleeve Hero Tee Black",
+        "Google 22 oz Water Bottle",
+    ])
+    assert float(white @ black) > float(white @ bottle) + 0.2
+    assert float(white @ black) > 0.8
+
+
+@pytest.fixture(scope="module")
+def titles(items) -> list[str]:
+    return items["title"].dropna().tolist()[::4]  # ~95 real titles of every kind
+
+
+def test_real_titles_unit_norm_dim_384(encoder, titles):
+    vecs = encoder.encode(titles)
+    assert encoder.dim == 384 and encoder.model_name == "all-MiniLM-L6-v2"
+    assert vecs.shape == (len(titles), 384) and vecs.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    assert encoder.encode([]).shape == (0, 384)
+
+
+def test_batch_order_preserved(encoder, titles):
+    base = encoder.encode(titles)
+    perm = np.random.default_rng(3).permutation(len(titles))
+    shuffled = encoder.encode([titles[i] for i in perm])
+    np.testing.assert_allclose(shuffled, base[perm], atol=1e-4)
+    # Batch boundaries must not matter either.
+    encoder.batch_size = 7
+    try:
+        small = encoder.encode(titles[:30])
+    finally:
+        encoder.batch_size = 64
+    np.testing.assert_allclose(small, base[:30], atol=1e-4)
+
+
+def test_item_text_and_hash():
+    assert item_text("Google Men's Hero Tee White", "Apparel/Men's/Men's-T-Shirts", "Google") == \
+        "Google Men's Hero Tee White | Apparel > Men's > Men's-T-Shirts | Google"
+    assert item_text("Dog Frisbee", None, float("nan")) == "Dog Frisbee"
+    assert item_text(None, "Office", None) == "Office"
+    assert content_hash("x", "model-a") != content_hash("x", "model-b")
+    assert content_hash("x", "model-a") == content_hash("x", "model-a")
+
+
+def test_embed_items_cache(items, encoder, embedded):
+    first, stats = embedded
+    n_texts = first["text"].nunique()
+    assert stats == {"encoded": n_texts, "reused": 0}
+    assert len(first) == len(items) and first["item_id"].is_unique
+    assert set(first.columns) >= {"item_id", "text", "content_hash", "model", "dim", "embedding"}
+    ids, matrix = embedding_matrix(first)
+    assert ids == items["item_id"].tolist() and matrix.shape == (len(items), 384)
+    np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-5)
+
+    again, stats = embed_items(items, encoder, cache=first)
+    assert stats == {"encoded": 0, "reused": len(items)}
+    np.testing.assert_array_equal(embedding_matrix(again)[1], matrix)
+
+    changed = items.copy()
+    row = changed.index[changed["item_id"] == "GGOE-0104"][0]
+    changed.loc[row, "title"] = "Google Men's Hero Tee Bright Orange Limited Edition"
+    third, stats = embed_items(changed, encoder, cache=again)
+    assert stats == {"encoded": 1, "reused": len(items) - 1}
+    new = third.set_index("item_id").loc["GGOE-0104"]
+    old = first.set_index("item_id").loc["GGOE-0104"]
+    assert new["content_hash"] != old["content_hash"]
+    assert 0.5 < float(np.dot(new["embedding"], old["embedding"])) < 0.9999
+
+    # A cache from another model is never reused.
+    foreign = first.assign(model="another-model")
+    _, stats = embed_items(items.head(5), encoder, cache=foreign)
+    assert stats["reused"] == 0 and stats["encoded"] == 5
