@@ -32,6 +32,14 @@ def _profiles_cfg(cfg: Any) -> dict:
     return dict(cfg["profiles"]) if isinstance(cfg, dict) and "profiles" in cfg else dict(cfg)
 
 
+def _cutoff(as_of: Any) -> pd.Timestamp:
+    """as_of as a naive UTC timestamp in microseconds, like the canonical `ts`."""
+    ts = pd.Timestamp(as_of)
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    return ts.as_unit("us")
+
+
 def _before(events: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     """Identified users' events strictly before as_of: the only rows any profile may use."""
     ts = pd.to_datetime(events["ts"])
@@ -60,7 +68,7 @@ def user_vectors(events: pd.DataFrame, item_ids: list[str], item_matrix: np.ndar
     distinct items' embeddings; a user none of whose items has an embedding gets a zero row.
     Users come out sorted by id, so the output is deterministic.
     """
-    as_of = pd.Timestamp(as_of)
+    as_of = _cutoff(as_of)
     ev = _before(events, as_of)
     item_matrix = np.asarray(item_matrix, dtype=np.float32)
     dim = item_matrix.shape[1] if item_matrix.ndim == 2 else 0
@@ -98,7 +106,7 @@ def build_profiles(events: pd.DataFrame, items: pd.DataFrame, item_ids: list[str
     user with at least one event before as_of.
     """
     pc = _profiles_cfg(cfg)
-    as_of = pd.Timestamp(as_of)
+    as_of = _cutoff(as_of)
     weights, half_life = pc["event_weights"], float(pc["half_life_days"])
     ev = _before(events, as_of)
     users, V = user_vectors(ev, item_ids, item_matrix, as_of, weights, half_life)
@@ -127,14 +135,15 @@ def build_profiles(events: pd.DataFrame, items: pd.DataFrame, item_ids: list[str
     category = ev_item.map(cat["category_path"].map(T.category_key)) if "category_path" in cat else None
     brand = ev_item.map(cat["brand"].map(T.clean_brand)) if "brand" in cat else None
     item_price = ev_item.map(cat["price"]) if "price" in cat else pd.Series(np.nan, index=ev.index)
-    price = pd.to_numeric(item_price, errors="coerce").fillna(pd.to_numeric(ev["price"], errors="coerce") if "price" in ev else np.nan)
+    event_price = pd.to_numeric(ev["price"], errors="coerce") if "price" in ev else np.nan
+    price = pd.to_numeric(item_price, errors="coerce").fillna(event_price)
     per_item = pd.DataFrame({"u": uid, "i": ev_item, "p": price}).dropna(subset=["i"])
     avg_price = per_item.groupby(["u", "i"])["p"].mean().groupby(level="u").mean().reindex(users)
 
-    top_cat = T.top_keys(uid.to_numpy(), category.to_numpy() if category is not None else np.full(len(ev), None),
-                         ev["w"].to_numpy(), TOP_CATEGORIES)
-    top_brand = T.top_keys(uid.to_numpy(), brand.to_numpy() if brand is not None else np.full(len(ev), None),
-                           ev["w"].to_numpy(), TOP_BRANDS)
+    none = np.full(len(ev), None, dtype=object)
+    top_cat = T.top_keys(uid.to_numpy(), none if category is None else category.to_numpy(), ev["w"].to_numpy(),
+                         TOP_CATEGORIES)
+    top_brand = T.top_keys(uid.to_numpy(), none if brand is None else brand.to_numpy(), ev["w"].to_numpy(), TOP_BRANDS)
 
     recent = ev[ev["ts"] >= as_of - pd.Timedelta(days=ACTIVITY_DAYS)].groupby("user_id").size()
     recent = recent.reindex(users, fill_value=0).to_numpy()

@@ -78,6 +78,7 @@ def plot_segments(X: np.ndarray, labels: np.ndarray, path: str | Path, max_point
     labels = np.asarray(labels)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    segs, sizes = np.unique(labels, return_counts=True)  # legend shows full sizes, not the plotted sample
     if len(X) > max_points:
         keep = np.sort(np.random.default_rng(seed).choice(len(X), size=max_points, replace=False))
         X, labels = X[keep], labels[keep]
@@ -87,9 +88,9 @@ def plot_segments(X: np.ndarray, labels: np.ndarray, path: str | Path, max_point
         xy = np.zeros((len(X), 2))
     fig, ax = plt.subplots(figsize=(7, 6), dpi=110)
     cmap = plt.get_cmap("tab10")
-    for i, seg in enumerate(np.unique(labels)):
+    for i, (seg, size) in enumerate(zip(segs, sizes)):
         m = labels == seg
-        ax.scatter(xy[m, 0], xy[m, 1], s=4, alpha=0.5, color=cmap(i % 10), label=f"segment {seg} ({m.sum()})")
+        ax.scatter(xy[m, 0], xy[m, 1], s=4, alpha=0.5, color=cmap(i % 10), label=f"segment {seg} ({size:,} users)")
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     ax.set_title(title)

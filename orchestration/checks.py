@@ -27,7 +27,7 @@ def _suite_check(persona: PersonaConfig, warehouse: Warehouse, table: str) -> As
         _alert(settings, table, f"{table}_contract",
                f"{len(failed)} expectation(s) failed on {table} ({summary.n_rows:,} rows)",
                {"rows": summary.n_rows, "failed_expectations": len(failed)},
-               [{k: r.get(k) for k in ("expectation", "column", "unexpected_count", "sample")} for r in failed])
+               [{k: r.get(k) for k in ("expectation", "column", "unexpected_count", "samples")} for r in failed])
     return AssetCheckResult(
         passed=summary.success, severity=AssetCheckSeverity.ERROR,
         metadata={"rows": summary.n_rows, "expectations": len(summary.results), "failed": len(summary.failed),

@@ -151,3 +151,23 @@ def test_bad_requests_get_a_4xx_with_a_message(server, params):
     r = httpx.get(f"{server}/v1/recommendations", params=params, timeout=10)
     assert r.status_code == 422
     assert r.json()["detail"]
+
+
+def test_serving_snapshot_history_agrees_with_the_dbt_interactions_mart(pipeline_run):
+    """Python's as-of state and dbt's marts are two views of the same events: at the end they must agree."""
+    settings, _ = pipeline_run
+    snap = Snapshot.load(registry.champion_dir(settings.models_dir) / "snapshot")
+    mart = read_df(settings.warehouse_path,
+                   "select user_id, item_id, n_view, n_click, n_cart, n_remove_from_cart, n_checkout, n_purchase "
+                   "from fct_user_item_interactions")
+    assert len(mart) == len(snap.hist_item)
+    checked = 0
+    for u in np.linspace(0, len(snap.user_ids) - 1, 25).astype(int):
+        items, feat = snap.history(u)
+        rows = mart[mart["user_id"] == snap.user_ids[u]].set_index("item_id")
+        assert sorted(rows.index) == sorted(str(snap.item_ids[i]) for i in items)
+        for i, f in zip(items, feat):
+            r = rows.loc[str(snap.item_ids[i])]
+            assert list(f[:6]) == [r.n_view, r.n_click, r.n_cart, r.n_remove_from_cart, r.n_checkout, r.n_purchase]
+            checked += 1
+    assert checked > 25
