@@ -46,7 +46,7 @@ def raw_items_contract(persona: PersonaConfig, warehouse: Warehouse) -> AssetChe
     return _suite_check(persona, warehouse, "raw_items")
 
 
-@asset_check(asset=AssetKey("quarantine_events"), blocking=True, additional_deps=[AssetKey("raw_events")],
+@asset_check(asset=AssetKey("raw_events"), blocking=True, additional_deps=[AssetKey("quarantine_events")],
              description="Reconciliation (rows in = accepted + quarantined) and quarantine rate within "
                          "quality.max_quarantine_rate.")
 def quarantine_rate(persona: PersonaConfig, warehouse: Warehouse) -> AssetCheckResult:

@@ -97,9 +97,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 msg = err.cause.message if err and err.cause else (err.message if err else "")
                 print(f"  step {event.step_key}: {msg.strip() or (err.message if err else '')}", file=sys.stderr)
         failed_checks = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
-                         and not e.event_specific_data.asset_check_evaluation.passed]
+                         and not e.event_specific_data.passed]
         for e in failed_checks:
-            ev = e.event_specific_data.asset_check_evaluation
+            ev = e.event_specific_data
             print(f"  check {ev.asset_check_key.name} on {ev.asset_key.to_user_string()} failed "
                   f"(alert appended to {settings.alerts_path})", file=sys.stderr)
         return 1

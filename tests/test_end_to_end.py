@@ -28,7 +28,7 @@ def test_every_step_and_check_succeeds(pipeline_run):
     settings, result = pipeline_run
     failures = [e.step_key for e in result.all_events if e.is_step_failure]
     assert result.success, f"failed steps: {failures}"
-    checks = [e.event_specific_data.asset_check_evaluation for e in result.all_events
+    checks = [e.event_specific_data for e in result.all_events
               if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     names = {c.asset_check_key.name for c in checks}
     assert {"raw_events_contract", "raw_items_contract", "quarantine_rate", "onnx_parity"} <= names
