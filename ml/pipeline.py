@@ -45,7 +45,7 @@ class TrainingResult:
 def split_for(events: pd.DataFrame, cfg: dict) -> Split:
     s = cfg["split"]
     return make_split(events["ts"].min(), events["ts"].max(), s["test_days"], s["valid_days"], s["train_days"],
-                      int(s.get("train_windows", 1)))
+                      int(s.get("train_windows", 1)), s.get("train_step_days"))
 
 
 def snapshot_at(events: pd.DataFrame, items: pd.DataFrame, item_ids: list[str], item_matrix: np.ndarray,

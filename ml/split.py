@@ -48,17 +48,20 @@ class SplitError(ValueError):
 
 
 def make_split(ts_min: pd.Timestamp, ts_max: pd.Timestamp, test_days: float, valid_days: float,
-               train_days: float, train_windows: int = 1) -> Split:
-    """Windows counted back from the last event; fails clearly when the data span is too short."""
+               train_days: float, train_windows: int = 1, train_step_days: float | None = None) -> Split:
+    """Windows counted back from the last event; fails clearly when the data span is too short.
+
+    Training windows end `train_step_days` apart (default: `train_days`, i.e. back to back); a
+    smaller step gives overlapping label windows and more training groups from the same history.
+    """
+    step = pd.Timedelta(days=train_step_days or train_days)
     end = pd.Timestamp(ts_max).floor("D") + pd.Timedelta(days=1)
     test = Window("test", end - pd.Timedelta(days=test_days), end)
     valid = Window("valid", test.start - pd.Timedelta(days=valid_days), test.start)
     train = []
-    stop = valid.start
     for i in range(train_windows):
-        start = stop - pd.Timedelta(days=train_days)
-        train.append(Window(f"train{i}", start, stop))
-        stop = start
+        stop = valid.start - i * step
+        train.append(Window(f"train{i}", stop - pd.Timedelta(days=train_days), stop))
     earliest = train[-1].start
     if earliest <= pd.Timestamp(ts_min):
         raise SplitError(
