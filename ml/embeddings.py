@@ -30,7 +30,8 @@ class ModelNotFoundError(FileNotFoundError):
     """The encoder spec names nothing loadable on this machine; the message names the spec."""
 
 
-def _is_missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
+    """None, NaN, NA or NaT: one definition for every text/tag builder."""
     if value is None:
         return True
     try:
@@ -126,7 +127,7 @@ class TextEncoder:
         """(n, dim) float32 unit vectors, row i for texts[i]; an empty text gets a valid vector too."""
         import torch
 
-        texts = ["" if _is_missing(t) else str(t) for t in texts]
+        texts = ["" if is_missing(t) else str(t) for t in texts]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
@@ -155,14 +156,14 @@ def item_text(title: Any, category_path: Any = None, brand: Any = None) -> str:
     The category path is written with ' > ' so the encoder sees words, not a slash-joined token.
     """
     parts = []
-    title_s = "" if _is_missing(title) else str(title).strip()
+    title_s = "" if is_missing(title) else str(title).strip()
     if title_s:
         parts.append(title_s)
-    if not _is_missing(category_path):
+    if not is_missing(category_path):
         levels = [p.strip() for p in str(category_path).split("/") if p.strip()]
         if levels:
             parts.append(" > ".join(levels))
-    if not _is_missing(brand):
+    if not is_missing(brand):
         brand_s = str(brand).strip()
         if brand_s:
             parts.append(brand_s)

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ml.embeddings import is_missing
+
 CATEGORY_DEPTH = 2
 # Placeholder values shops and analytics tools write when the category is unknown.
 JUNK_CATEGORY_VALUES = {"", "(not set)", "not set", "(none)", "none", "null", "nan", "undefined", "unknown",
@@ -24,15 +26,6 @@ ACTIVITY_LEVELS = ("low", "medium", "high")
 LIFECYCLE_STAGES = ("new", "active", "at_risk", "lapsed")
 
 
-def _missing(value: Any) -> bool:
-    if value is None:
-        return True
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
-
-
 def category_key(category_path: Any, depth: int = CATEGORY_DEPTH) -> str | None:
     """The category a tag names: the first `depth` levels of the '/'-separated path.
 
@@ -41,7 +34,7 @@ def category_key(category_path: Any, depth: int = CATEGORY_DEPTH) -> str | None:
     '{{'), a bare root such as "Home", and brand-navigation paths ("Shop by Brand/YouTube") give
     None, so junk never becomes a tag.
     """
-    if _missing(category_path):
+    if is_missing(category_path):
         return None
     text = str(category_path).strip()
     if "${" in text or "{{" in text:
@@ -57,7 +50,7 @@ def category_key(category_path: Any, depth: int = CATEGORY_DEPTH) -> str | None:
 
 def clean_brand(brand: Any) -> str | None:
     """A brand worth a tag: null and placeholder values ("(not set)", "unknown") are dropped."""
-    if _missing(brand):
+    if is_missing(brand):
         return None
     text = str(brand).strip()
     if text.lower() in JUNK_CATEGORY_VALUES or "${" in text:
