@@ -126,3 +126,26 @@ def baseline_covisitation(snap: Snapshot, u: int | None, k: int) -> list[int]:
 
 
 BASELINES = {"popularity": baseline_popularity, "covisitation": baseline_covisitation, "repeat": baseline_repeat}
+
+
+def catalog_coverage(ranked_by_user: dict[str, Sequence], n_items: int, k: int = 10) -> float:
+    """Share of the catalog that appears in at least one user's top k."""
+    seen = set()
+    for ranked in ranked_by_user.values():
+        seen.update(list(ranked)[:k])
+    return len(seen) / n_items if n_items else 0.0
+
+
+def popularity_bias(ranked_by_user: dict[str, Sequence], pop_percentile: dict, k: int = 10) -> float:
+    """Mean popularity percentile (1.0 = the most popular item) of recommended items in the top k."""
+    vals = [pop_percentile.get(i, 0.0) for ranked in ranked_by_user.values() for i in list(ranked)[:k]]
+    return float(np.mean(vals)) if vals else 0.0
+
+
+def new_items_only(ranked_by_user: dict[str, Sequence], targets: dict[str, set], history: dict[str, set]
+                   ) -> tuple[dict[str, list], dict[str, set]]:
+    """Lists without the user's past items, and targets they had not touched before; users without such targets drop."""
+    new_targets = {u: rel - history.get(u, set()) for u, rel in targets.items()}
+    new_targets = {u: rel for u, rel in new_targets.items() if rel}
+    lists = {u: [i for i in ranked_by_user.get(u, []) if i not in history.get(u, set())] for u in new_targets}
+    return lists, new_targets

@@ -37,6 +37,8 @@ class TrainingResult:
     metrics: dict
     candidate_recall: dict[str, float]
     importance: pd.DataFrame
+    valid_snapshot: Snapshot | None = None
+    valid_targets: dict[str, set[str]] | None = None
     reference_X: np.ndarray = None   # feature rows of users active in the training windows (drift reference)
     current_X: np.ndarray = None     # the same for the test window, the latest labelled one (drift current)
     counts: dict = field(default_factory=dict)
@@ -96,8 +98,8 @@ def train_and_evaluate(events: pd.DataFrame, items: pd.DataFrame, item_ids: list
         parts.append(data)
     train = concat(parts) if any(p.n_rows for p in parts) else parts[0]
     vsnap = snapshot_at(events, items, item_ids, item_matrix, split.valid.start, cfg)
-    valid = build_ranking_data(vsnap, eligible_targets(events, split.valid, targets_types), per_source,
-                               require_positive=True)
+    valid_targets = eligible_targets(events, split.valid, targets_types)
+    valid = build_ranking_data(vsnap, valid_targets, per_source, require_positive=True)
     log(f"valid window: {len(valid.users)} groups, {valid.n_rows:,} rows")
     tsnap = snapshot_at(events, items, item_ids, item_matrix, split.test.start, cfg)
     test_targets = eligible_targets(events, split.test, targets_types)
@@ -122,7 +124,7 @@ def train_and_evaluate(events: pd.DataFrame, items: pd.DataFrame, item_ids: list
               "test_users": len(test_targets), "test_rows": test.n_rows,
               "best_iteration": int(model.best_iteration_ or model.n_estimators)}
     return TrainingResult(split, model, train, valid, test, tsnap, test_targets, per_user, metrics, recall,
-                          feature_importance(model), np.vstack(reference), current, counts)
+                          feature_importance(model), vsnap, valid_targets, np.vstack(reference), current, counts)
 
 
 def metrics_markdown(metrics: dict, names=("ndcg@10", "recall@20", "mrr@20", "hitrate@10")) -> str:
