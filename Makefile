@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE=1
 export TRANSFORMERS_OFFLINE=1
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: install run test ui serve dbt-parse bench-embeddings clean
+.PHONY: install run test ui serve dbt-parse bench-embeddings bench-serving bench-quality clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	@command -v $(PY) >/dev/null || { echo "Persona needs Python 3.11 ($(PY) not found; set PY=...)"; exit 1; }
@@ -39,6 +39,14 @@ ui: install
 
 serve: install
 	$(BIN)/persona serve
+
+# server and load generator on different cores; needs a promoted model (`make run`)
+bench-serving: install
+	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/search_quality.py
+
+bench-quality: install
+	$(BIN)/python bench/quality.py
 
 clean:
 	rm -rf warehouse artifacts models .dagster_home dbt_project/target dbt_project/logs

@@ -63,6 +63,24 @@ REASONS: dict[str, str] = {
     "nonpositive_quantity": "quantity zero or below on an event that moves units",
     "duplicate_row": "an exact copy of an earlier source row (the first copy is kept)",
     "ts_out_of_range": "timestamp before the earliest plausible time or too far in the future",
+    "duplicate_event": "the same event (user, item, time, content) as an earlier row; the rows differ only in "
+                       "fields the canonical schema does not keep (the first copy is kept)",
+    "invalid_value": "a field holds a value of the wrong type (e.g. text in a numeric column)",
+    "invalid_rating": "a review rating outside 1-5",
+    "malformed_line": "a CSV/JSON line that cannot be parsed (wrong number of fields, broken quoting or JSON)",
+    "invalid_encoding": "a line that is not valid UTF-8 (or the configured encoding)",
+    "non_product_line": "a line that is not about a product (postage, fees, discounts, manual adjustments)",
+    "missing_title": "a catalog item without a title",
+    "duplicate_item": "a catalog item whose id already appeared earlier in the file (the first is kept)",
+}
+
+# Repairs: a field fixed in place, the row kept; counted per code in AdapterResult.repairs.
+REPAIRS: dict[str, str] = {
+    "zero_price_to_null": "price 0 means 'not recorded': set to null",
+    "truncated_<field>": "text longer than quality.max_text_lengths.<field>: cut to the limit",
+    "pii_email_masked": "an e-mail address in free text replaced by [email]",
+    "pii_phone_masked": "a phone number in free text replaced by [phone]",
+    "negative_quantity_to_return": "a cancellation line's negative quantity stored as a positive return quantity",
 }
 
 

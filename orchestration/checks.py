@@ -4,6 +4,7 @@ A failing check stops everything downstream in the run and appends an alert to t
 """
 
 
+import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetKey, MetadataValue, asset_check
 
 from orchestration.resources import PersonaConfig, Warehouse
@@ -46,23 +47,69 @@ def raw_items_contract(persona: PersonaConfig, warehouse: Warehouse) -> AssetChe
     return _suite_check(persona, warehouse, "raw_items")
 
 
+def quarantine_limit(settings, source: str) -> float:
+    """The quarantine-rate threshold of one source: quality.max_quarantine_rate_by_source, else the default."""
+    by_source = settings["quality"].get("max_quarantine_rate_by_source") or {}
+    return float(by_source.get(source, settings["quality"]["max_quarantine_rate"]))
+
+
+def reconcile(warehouse: Warehouse, settings) -> pd.DataFrame:
+    """Per source file: rows the adapter read (ingest_log) vs rows in raw_events + quarantine_events."""
+    from persona.warehouse import table_exists
+
+    landed = warehouse.read(settings, """
+        with e as (select source, source_file, count(*) n from raw_events group by all),
+             q as (select source, source_file, count(*) n from quarantine_events group by all)
+        select coalesce(e.source, q.source) as source, coalesce(e.source_file, q.source_file) as source_file,
+               coalesce(e.n, 0) as accepted, coalesce(q.n, 0) as quarantined
+        from e full outer join q on e.source = q.source and e.source_file = q.source_file""")
+    if table_exists(warehouse.resolve(settings), "ingest_log"):
+        log = warehouse.read(settings, "select source_file, rows_in, sha256 from ingest_log")
+        out = log.merge(landed, on="source_file", how="outer")
+    else:  # tables loaded by something else: rows in = what landed
+        out = landed.assign(rows_in=landed["accepted"] + landed["quarantined"], sha256=None)
+    for c in ("accepted", "quarantined", "rows_in"):
+        out[c] = out[c].fillna(0).astype("int64")
+    out["source"] = out["source"].fillna(settings["source"]["adapter"])
+    out["reconciled"] = out["rows_in"] == out["accepted"] + out["quarantined"]
+    return out
+
+
 @asset_check(asset=AssetKey("raw_events"), blocking=True, additional_deps=[AssetKey("quarantine_events")],
-             description="Reconciliation (rows in = accepted + quarantined) and quarantine rate within "
-                         "quality.max_quarantine_rate.")
+             description="Reconciliation per source file (rows the adapter read = accepted + quarantined) and "
+                         "the quarantine rate per source within quality.max_quarantine_rate(_by_source).")
 def quarantine_rate(persona: PersonaConfig, warehouse: Warehouse) -> AssetCheckResult:
     settings = persona.settings()
-    accepted = int(warehouse.read(settings, "select count(*) n from raw_events")["n"].iloc[0])
+    files = reconcile(warehouse, settings)
     reasons = warehouse.read(settings, "select reason, count(*) n from quarantine_events group by 1 order by 2 desc")
-    quarantined = int(reasons["n"].sum()) if len(reasons) else 0
-    rows_in = accepted + quarantined
+    rows_in, accepted, quarantined = (int(files[c].sum()) for c in ("rows_in", "accepted", "quarantined"))
+    per_source = files.groupby("source")[["rows_in", "quarantined"]].sum()
+    per_source["rate"] = per_source["quarantined"] / per_source["rows_in"].clip(lower=1)
+    per_source["limit"] = [quarantine_limit(settings, s) for s in per_source.index]
+    breached = per_source[per_source["rate"] > per_source["limit"]]
+    unreconciled = files[~files["reconciled"]]
     rate = quarantined / rows_in if rows_in else 0.0
-    limit = float(settings["quality"]["max_quarantine_rate"])
-    passed = rows_in > 0 and rate <= limit
+    limit = (float(per_source["limit"].iloc[0]) if len(per_source) == 1
+             else float(settings["quality"]["max_quarantine_rate"]))
+    passed = rows_in > 0 and breached.empty and unreconciled.empty
     if not passed:
-        samples = warehouse.read(settings, "select source_file, source_row, reason, field, raw from quarantine_events limit 5")
-        _alert(settings, "quarantine_events", "quarantine_rate",
-               f"quarantine rate {rate:.2%} exceeds {limit:.2%}" if rows_in else "no rows loaded",
-               {"rows_in": rows_in, "quarantined": quarantined}, samples.to_dict(orient="records"))
+        problems = []
+        if not rows_in:
+            problems.append("no rows loaded")
+        for src, r in breached.iterrows():
+            problems.append(f"quarantine rate {r['rate']:.2%} exceeds {r['limit']:.2%} for source {src}")
+        for _, r in unreconciled.iterrows():
+            problems.append(f"{r['source_file']}: {r['rows_in']:,} rows in != {r['accepted']:,} accepted "
+                            f"+ {r['quarantined']:,} quarantined")
+        samples = warehouse.read(
+            settings, "select source_file, source_row, reason, field, raw from quarantine_events limit 5")
+        _alert(settings, "quarantine_events", "quarantine_rate", "; ".join(problems),
+               {"rows_in": rows_in, "accepted": accepted, "quarantined": quarantined, "rate": round(rate, 6),
+                "limit": limit}, samples.to_dict(orient="records"))
+    table = ["| source file | rows in | accepted | quarantined | reconciled |", "|---|---:|---:|---:|---|"]
+    table += [f"| {r['source_file']} | {r['rows_in']:,} | {r['accepted']:,} | {r['quarantined']:,} | "
+              f"{'yes' if r['reconciled'] else '**no**'} |" for _, r in files.head(50).iterrows()]
     return AssetCheckResult(passed=passed, severity=AssetCheckSeverity.ERROR, metadata={
         "rows_in": rows_in, "accepted": accepted, "quarantined": quarantined, "rate": rate, "limit": limit,
+        "files": MetadataValue.md("\n".join(table)),
         "reasons": MetadataValue.json(dict(zip(reasons["reason"], map(int, reasons["n"]))) if len(reasons) else {})})

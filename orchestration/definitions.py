@@ -1,4 +1,4 @@
-"""Assembles the Persona code location: assets, checks, resources, jobs and schedules."""
+"""Assembles the Persona code location: assets, checks, resources, jobs, schedules and sensors."""
 
 import sys
 from pathlib import Path
@@ -9,17 +9,20 @@ from dagster_dbt import DbtCliResource
 from orchestration import checks
 from orchestration.assets import dbt, ingest, monitoring, profiles, ranking
 from orchestration.dbt_project import dbt_project
-from orchestration.jobs import full_job
+from orchestration.jobs import drift_check_job, full_job, retrain_job
 from orchestration.resources import PersonaConfig, Warehouse
-from orchestration.schedules import daily_full
+from orchestration.schedules import daily_full, hourly_drift
+from orchestration.inbox import inbox_sensor
+from orchestration.sensors import drift_retrain_sensor
 
 _modules = [ingest, dbt, profiles, ranking, monitoring]
 
 defs = Definitions(
     assets=load_assets_from_modules(_modules),
     asset_checks=load_asset_checks_from_modules([checks, ranking]),
-    jobs=[full_job],
-    schedules=[daily_full],
+    jobs=[full_job, retrain_job, drift_check_job],
+    schedules=[daily_full, hourly_drift],
+    sensors=[drift_retrain_sensor, inbox_sensor],
     resources={
         "persona": PersonaConfig(),
         "warehouse": Warehouse(),

@@ -1,4 +1,5 @@
-"""`persona` command: run the whole graph, open the Dagster UI, serve the promoted model."""
+"""`persona` command: run the whole graph, open the Dagster UI, serve the promoted model, manage the model
+registry, replay the data with drift-triggered retraining."""
 
 from __future__ import annotations
 
@@ -76,6 +77,8 @@ def print_summary(summary: dict) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     prepare_environment(settings)
+    if settings.source_file is not None:  # the assets resolve their settings from the environment
+        os.environ["PERSONA_CONFIG"] = str(settings.source_file)
     if not settings.source_path.exists():
         print(f"persona: source file not found: {settings.source_path} (source.path in the config)", file=sys.stderr)
         return 2
@@ -124,11 +127,123 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ.setdefault(k, v)
     if args.config:
         os.environ["PERSONA_CONFIG"] = str(Path(args.config).resolve())
+    import logging
+
     import uvicorn
 
+    # the app logs the model version and the onnxruntime providers actually obtained at INFO
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host = args.host or settings["serving"]["host"]
     port = args.port or int(settings["serving"]["port"])
     uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, log_level="info")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from ml import registry
+
+    settings = load_settings(args.config)
+    models_dir = Path(args.models_dir) if args.models_dir else settings.models_dir
+    try:
+        if args.models_command == "list":
+            rows = registry.list_versions(models_dir)
+            if args.json:
+                print(json.dumps({"champion": registry.champion_version(models_dir), "versions": rows,
+                                  "history": registry.history(models_dir),
+                                  "problems": registry.verify(models_dir)}, indent=2, default=str))
+                return 0
+            if not rows:
+                print(f"no versions in {models_dir}")
+            for r in rows:
+                nd = r["ndcg@10"]
+                print(f"{'*' if r['champion'] else ' '} {r['version']}  ndcg@10 {'-' if nd is None else f'{nd:.4f}'}"
+                      f"  cutoff {str(r.get('training_cutoff') or '-')[:10]}  data {r.get('data_hash') or '-'}"
+                      f"  code {r.get('code_version') or '-'}  created {str(r['created_at'] or '-')[:19]}")
+            for h in registry.history(models_dir)[-5:]:
+                print(f"  {h['at'][:19]} {h['action']:<8} {h['version']} (was {h.get('previous')}) {h.get('reason', '')}")
+            for problem in registry.verify(models_dir):
+                print(f"  problem: {problem}", file=sys.stderr)
+            return 0
+        if args.models_command == "promote":
+            registry.promote(models_dir, args.version, reason=args.reason or "manual promotion (persona models promote)")
+            print(f"champion is now {args.version}")
+            return 0
+        if args.models_command == "rollback":
+            before = registry.champion_version(models_dir)
+            target = registry.rollback(models_dir, to=args.to, reason=args.reason or "")
+            print(f"rolled back: champion {before} -> {target}")
+            return 0
+    except registry.RegistryError as exc:
+        print(f"persona models: {exc}", file=sys.stderr)
+        return 1
+    return 2
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from ml.replay import ReplayUnavailable, run_replay
+
+    settings = load_settings(args.config)
+    for k, v in OFFLINE_ENV.items():
+        os.environ.setdefault(k, v)
+    status = 0
+    for source in args.source:
+        try:
+            payload = run_replay(settings, source, path=args.path, out_dir=args.out, max_steps=args.max_steps,
+                                 step_days=args.step_days)
+        except ReplayUnavailable as exc:
+            print(f"persona replay: skipping {source}: {exc}", file=sys.stderr)
+            continue
+        steps = payload["steps"]
+        print(f"\n{source}: {len(steps)} steps, {sum(s['retrained'] for s in steps)} retrained, "
+              f"{sum(s['promoted'] for s in steps)} promoted, {payload['seconds']}s")
+        print(f"{'cut':<12}{'drift':>7}{'ndcg@10':>9}  retrained promoted  trigger")
+        for s in steps:
+            ds, nd = s["drift_share"], s["ndcg@10"]
+            print(f"{s['cut']:<12}{'-' if ds is None else f'{ds:.2f}':>7}{'-' if nd is None else f'{nd:.4f}':>9}  "
+                  f"{str(s['retrained']):<9} {str(s['promoted']):<8} {'; '.join(s['trigger'])}")
+    return status
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Run a file through its adapter (the code the ingest asset uses) and report; writes nothing."""
+    settings = load_settings(args.config)
+    from data_contracts.adapters import SourceError, load_source
+
+    from data_contracts.privacy import PrivacyError, load_key
+
+    try:
+        key = load_key(settings) if settings.get("privacy.pseudonymize") else None
+        result = load_source(args.path, args.format, mapping=args.mapping, quality=settings["quality"],
+                             pseudonym_key=key)
+    except PrivacyError as exc:
+        print(f"persona ingest: {exc}", file=sys.stderr)
+        return 2
+    except SourceError as exc:
+        print(f"persona ingest: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # never a traceback for a bad file: name the file and what went wrong
+        print(f"persona ingest: {args.path}: cannot load ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 1
+    s = result.summary()
+    rate = s["quarantined"] / s["rows_in"] if s["rows_in"] else 0.0
+    by_source = settings["quality"].get("max_quarantine_rate_by_source") or {}
+    source = result.events.column("source")[0].as_py() if result.events.num_rows else (args.format or "mapping")
+    limit = float(by_source.get(source, by_source.get(args.format or "", settings["quality"]["max_quarantine_rate"])))
+    if args.json:
+        print(json.dumps({"path": str(args.path), "rows_in": s["rows_in"], "accepted": s["accepted"],
+                          "quarantined": s["quarantined"], "reasons": s["reasons"], "repairs": s["repairs"],
+                          "events": s["events"], "items": s["items"], "quarantine_rate": rate,
+                          "max_quarantine_rate": limit, "within_threshold": rate <= limit}))
+    else:
+        print(f"{args.path}: {s['rows_in']:,} rows in, {s['accepted']:,} accepted "
+              f"({s['events']:,} events, {s['items']:,} items), {s['quarantined']:,} quarantined ({rate:.2%})")
+        for code, n in s["reasons"].items():
+            print(f"  quarantined  {code:<24}{n:>10,}")
+        for code, n in s["repairs"].items():
+            print(f"  repaired     {code:<24}{n:>10,}")
+    if rate > limit:
+        print(f"persona ingest: warning: quarantine rate {rate:.2%} is above {limit:.2%} "
+              f"(a pipeline load of this file fails the blocking quarantine_rate check)", file=sys.stderr)
     return 0
 
 
@@ -147,6 +262,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("models", help="the model registry: list versions, promote one, roll back the champion")
+    p.add_argument("--models-dir", help="registry folder (default: paths.models_dir)")
+    msub = p.add_subparsers(dest="models_command", required=True)
+    q = msub.add_parser("list", help="versions (champion starred), recent promotions, consistency problems")
+    q.add_argument("--json", action="store_true")
+    q = msub.add_parser("promote", help="make VERSION the champion (atomic pointer swap, logged)")
+    q.add_argument("version")
+    q.add_argument("--reason")
+    q = msub.add_parser("rollback", help="point the champion back to the version it replaced (or --to VERSION)")
+    q.add_argument("--to")
+    q.add_argument("--reason")
+    p.set_defaults(func=cmd_models)
+    p = sub.add_parser("replay", help="walk the data week by week: monitor, retrain when triggered, gate, promote")
+    p.add_argument("--source", nargs="+", default=["ga"], help="ga (default), uci, or an adapter name")
+    p.add_argument("--path", help="source file (default: the embedded GA data / the adapter's default)")
+    p.add_argument("--out", help="output folder (default: replay.out_dir)")
+    p.add_argument("--max-steps", type=int, help="only the last N steps")
+    p.add_argument("--step-days", type=float, help="step length (default: replay.step_days per source)")
+    p.set_defaults(func=cmd_replay)
+    p = sub.add_parser("ingest", help="check a log file against the contract: accepted / quarantined counts by reason")
+    p.add_argument("path", help="the file (or a folder of files) to load")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--format", help="adapter name (data_contracts/adapters: ADAPTERS; docs/adapters.md)")
+    how.add_argument("--mapping", help="YAML column mapping for the generic adapter (docs/adapters.md)")
+    p.add_argument("--json", action="store_true", help="print rows_in, accepted, quarantined, reasons as JSON")
+    p.set_defaults(func=cmd_ingest)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -25,6 +25,8 @@ DEFAULTS: dict[str, Any] = {
     "source": {
         "adapter": "ga_merch_product_events",
         "path": "data/ga_merch_store/product_events_2016-08_2016-10.parquet",
+        "mapping": None,  # YAML column mapping for adapter `mapping` (docs/adapters.md)
+        "inbox": None,    # folder watched by the inbox sensor; its files are loaded with source.path (once per hash)
     },
     "paths": {
         "warehouse_dir": "warehouse",
@@ -37,8 +39,14 @@ DEFAULTS: dict[str, Any] = {
         "max_quarantine_rate": 0.05,
         "earliest_ts": "2000-01-01",
         "max_future_skew_hours": 24,
+        "max_quarantine_rate_by_source": {},  # per-source override of max_quarantine_rate, by adapter/source name
+        "max_text_lengths": {"title": 500, "description": 5000, "query": 500, "review_text": 10000},
+        "mask_pii": True,  # mask e-mail addresses / phone numbers in free text (review_text, query)
     },
     "alerts": {"jsonl": "artifacts/alerts.jsonl", "webhook_url": None},
+    # user/session ids -> HMAC-SHA256 pseudonyms at ingestion (data_contracts/privacy.py). Key: $PERSONA_PSEUDONYM_KEY
+    # or key_file (created 0600 on first use, must be outside the warehouse folder).
+    "privacy": {"pseudonymize": False, "key_file": "~/.config/persona/pseudonym.key"},
     "encoder": {
         "model": "bundled:all-MiniLM-L6-v2",
         "batch_size": 64,
@@ -85,8 +93,23 @@ DEFAULTS: dict[str, Any] = {
     "evaluation": {"bootstrap": 1000, "seed": 7},
     "registry": {"promotion_tolerance": 0.0},
     "onnx": {"target_opset": 15, "parity_tolerance": 1e-4},
-    "drift": {"max_rows": 5000, "share_threshold": 0.5},
-    "serving": {"host": "127.0.0.1", "port": 8000},
+    "drift": {"max_rows": 5000, "share_threshold": 0.3, "ndcg_drop": 0.05, "window_days": None, "max_users": 300},
+    "replay": {"step_days": {"ga": 7, "uci": 30},
+               "split": {"test_days": 7, "valid_days": 7, "train_days": 7, "train_windows": 3},
+               "min_history_days": 14, "out_dir": "artifacts"},
+    "serving": {
+        "host": "127.0.0.1",
+        "port": 8000,
+        "api_key": None,                 # when set, /v1/* needs header X-API-Key with this value
+        "request_timeout_s": 2.0,        # a request running longer answers 504
+        "reload_interval_s": 2.0,        # how often the champion pointer is checked for a new version
+        "inbox": "warehouse/inbox/events.jsonl",   # posted events, durable, for the next training run
+        "prediction_log": "artifacts/serving/predictions.jsonl",
+        "prediction_log_sample_rate": 0.05,        # share of responses logged (items, scores) for drift
+        "providers": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        "search": {"semantic_candidates": 100, "lexical_weight": 0.5, "personal_weight": 0.3,
+                   "max_query_chars": 200},
+    },
 }
 
 
@@ -213,3 +236,14 @@ def _validate(data: dict, source_file: Path | None) -> None:
     rate = data["quality"]["max_quarantine_rate"]
     if not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
         raise ConfigError(f"{where}: quality.max_quarantine_rate must be within [0, 1], got {rate!r}")
+    by_source = data["quality"].get("max_quarantine_rate_by_source") or {}
+    if not isinstance(by_source, dict) or any(
+            not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 1 for v in by_source.values()):
+        raise ConfigError(f"{where}: quality.max_quarantine_rate_by_source must map source names to rates "
+                          f"within [0, 1], got {by_source!r}")
+    lengths = data["quality"].get("max_text_lengths") or {}
+    if not isinstance(lengths, dict) or any(
+            k not in ("title", "description", "query", "review_text")
+            or not isinstance(v, int) or isinstance(v, bool) or v <= 0 for k, v in lengths.items()):
+        raise ConfigError(f"{where}: quality.max_text_lengths must map title/description/query/review_text to "
+                          f"positive integers, got {lengths!r}")

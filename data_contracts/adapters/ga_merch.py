@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data_contracts.adapters.base import (AdapterResult, SourceError, event_ids, finish,
-                                          require_columns, split_quarantine)
+from data_contracts.adapters.base import (AdapterResult, Limits, SourceError, event_ids, finish,
+                                          require_columns, resolve_limits, split_quarantine)
 
 NAME = "ga_merch_product_events"
 ACTIONS = {
@@ -89,7 +89,8 @@ def _mode(series: pd.Series):
     return s.value_counts().index[0] if len(s) else None
 
 
-def load(path: str | Path, earliest_ts: str = "2000-01-01", latest_ts: pd.Timestamp | None = None) -> AdapterResult:
+def load(path: str | Path, earliest_ts: str | None = None, latest_ts: pd.Timestamp | None = None, *,
+         limits: Limits | None = None, **_: object) -> AdapterResult:
     path = Path(path)
     try:
         raw = pd.read_parquet(path)
@@ -98,9 +99,14 @@ def load(path: str | Path, earliest_ts: str = "2000-01-01", latest_ts: pd.Timest
     except Exception as exc:  # pyarrow raises several types for unreadable files
         raise SourceError(f"{path}: not a readable Parquet file ({exc})") from exc
     require_columns(raw, REQUIRED, path)
+    return map_product_events(raw, path.name, NAME, resolve_limits(limits, earliest_ts, latest_ts))
+
+
+def map_product_events(raw: pd.DataFrame, source_file: str, source: str, limits: Limits) -> AdapterResult:
+    """The GA mapping on a frame of (hit, product) rows; shared with the raw `ga_sessions_*` adapter."""
     raw = raw.reset_index(drop=True)
-    source_file = path.name
     n = len(raw)
+    earliest_ts = limits.earliest_ts
 
     ts = pd.to_datetime(raw["event_time"], errors="coerce", utc=True).dt.tz_localize(None)
     event_type = raw["event_type"].map(ACTIONS)
@@ -120,7 +126,7 @@ def load(path: str | Path, earliest_ts: str = "2000-01-01", latest_ts: pd.Timest
         "quantity": quantity,
     })
 
-    latest = latest_ts if latest_ts is not None else pd.Timestamp.now(tz="UTC").tz_localize(None) + pd.Timedelta(hours=24)
+    latest = limits.latest_ts
     reason = pd.Series([None] * n, dtype=object)
     field = pd.Series([None] * n, dtype=object)
 
@@ -138,17 +144,17 @@ def load(path: str | Path, earliest_ts: str = "2000-01-01", latest_ts: pd.Timest
     flag(event_type.isin(["cart", "purchase", "checkout", "remove_from_cart"]) & (quantity <= 0),
          "nonpositive_quantity", "quantity")
 
-    kept, quarantine = split_quarantine(frame, reason, field, raw, NAME, source_file)
+    kept, quarantine = split_quarantine(frame, reason, field, raw, source, source_file)
 
     repairs = {"zero_price_to_null": int((kept["price"] == 0).sum())}
     kept = kept.assign(price=kept["price"].where(kept["price"] != 0))
     events = kept.assign(
-        event_id=event_ids(NAME, source_file, kept["source_row"].to_numpy()),
-        query=None, rating=np.nan, review_text=None, source=NAME, source_file=source_file,
+        event_id=event_ids(source, source_file, kept["source_row"].to_numpy()),
+        query=None, rating=np.nan, review_text=None, source=source, source_file=source_file,
     )
 
     items = _items(raw.loc[kept.index], kept)
-    return finish(events, items, quarantine, n, repairs)
+    return finish(events, items, quarantine, n, repairs, limits)
 
 
 def _items(raw: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:

@@ -1,14 +1,19 @@
-"""Drift report and the run summary."""
+"""Monitoring: the training-time drift report, the champion monitors (feature, prediction and target drift,
+performance on the latest labelled window) that the retraining sensor reads, and the run summary."""
 
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from dagster import AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, Output, asset
+from dagster import (AssetExecutionContext, AssetKey, AssetSpec, MaterializeResult, MetadataValue, Output, asset,
+                     multi_asset)
 
+from ml import monitoring as mon
+from ml import registry
 from ml.drift import data_drift
 from ml.features import FEATURES
+from orchestration.assets.common import load_embeddings, load_events, load_items, md_table
 from orchestration.resources import PersonaConfig, Warehouse
 
 GROUP = "monitoring"
@@ -35,6 +40,109 @@ def drift_report(context: AssetExecutionContext, persona: PersonaConfig, ranker_
         "drift_share": result.share_drifted, "n_drifted": result.n_drifted, "n_columns": result.n_columns,
         "reference_rows": len(reference), "current_rows": len(current),
         "report": MetadataValue.path(str(html)), "columns": MetadataValue.md(result.to_markdown())})
+
+
+MONITOR_KEYS = ("feature_drift", "prediction_drift", "target_drift", "champion_performance")
+_MONITOR_DEPS = [AssetKey("fct_events"), AssetKey("dim_items"), AssetKey("item_embeddings"), AssetKey("promoted_model")]
+
+
+def monitor_settings(settings) -> dict:
+    """The monitoring knobs, with the window defaulting to the split's test window length."""
+    d = settings["drift"]
+    return {"window_days": float(d.get("window_days") or settings["split"]["test_days"]),
+            "share_threshold": float(d["share_threshold"]), "ndcg_drop": float(d["ndcg_drop"]),
+            "max_rows": int(d["max_rows"]), "max_users": int(d.get("max_users", 300))}
+
+
+def _link(path: Path) -> MetadataValue:
+    return MetadataValue.path(str(path))
+
+
+@multi_asset(
+    specs=[
+        AssetSpec("feature_drift", group_name=GROUP, deps=_MONITOR_DEPS,
+                  description="Evidently data drift on the ranker's 38 features: the rows of the latest window the "
+                              "champion was validated on (saved in its version) vs the same construction for the "
+                              "latest window of the current data; also vs its training windows "
+                              "(`drift_share_vs_training`). `drift_share` is what the retraining sensor compares with "
+                              "drift.share_threshold."),
+        AssetSpec("prediction_drift", group_name=GROUP, deps=_MONITOR_DEPS,
+                  description="Drift of the champion's ONNX score distribution: training-window rows vs latest-window rows."),
+        AssetSpec("target_drift", group_name=GROUP, deps=_MONITOR_DEPS,
+                  description="Drift of the event-type mix and conversion rates (events per view, per type): the "
+                              "champion's training span vs the latest window."),
+        AssetSpec("champion_performance", group_name=GROUP, deps=_MONITOR_DEPS,
+                  description="The champion's NDCG@10 on the latest labelled window vs its NDCG@10 at training time; "
+                              "the sensor retrains when it falls by drift.ndcg_drop or more."),
+    ],
+)
+def champion_monitoring(context: AssetExecutionContext, persona: PersonaConfig, warehouse: Warehouse):
+    settings = persona.settings()
+    cfg = settings.data
+    knobs = monitor_settings(settings)
+    champ = registry.champion_dir(settings.models_dir)
+    manifest = json.loads((champ / "manifest.json").read_text())
+    champ_metrics = json.loads((champ / "metrics.json").read_text())
+    events = load_events(warehouse, settings)
+    items = load_items(warehouse, settings)
+    item_ids, matrix = load_embeddings(warehouse, settings)
+    window = mon.latest_window(events, knobs["window_days"])
+    context.log.info(f"champion {champ.name}; latest window {window.start:%Y-%m-%d}..{window.end:%Y-%m-%d}")
+    snap, cur_X = mon.current_feature_rows(events, items, item_ids, matrix, window, cfg, knobs["max_users"])
+    ref_X = mon.champion_reference(champ, "latest")
+    out = settings.artifacts_dir / "drift" / "monitor"
+    out.mkdir(parents=True, exist_ok=True)
+    common = {"champion": champ.name, "window_start": str(window.start), "window_end": str(window.end)}
+    fingerprint = registry.data_hash(str(len(events)), str(events["ts"].max()),
+                                     str(int(pd.util.hash_pandas_object(events, index=False).sum())))
+
+    fd = mon.feature_drift(ref_X, cur_X, max_rows=knobs["max_rows"], share_threshold=knobs["share_threshold"],
+                           html_path=out / "feature_drift.html")
+    fd_train = mon.feature_drift(mon.champion_reference(champ, "training"), cur_X, max_rows=knobs["max_rows"],
+                                 share_threshold=knobs["share_threshold"], html_path=out / "feature_drift_vs_training.html")
+    pdrift, stats = mon.prediction_drift(mon.onnx_scores(champ, ref_X), mon.onnx_scores(champ, cur_X),
+                                         max_rows=knobs["max_rows"], html_path=out / "prediction_drift.html")
+    split = manifest["split"]
+    ts = events["ts"]
+    ref_events = events[(ts >= pd.Timestamp(split["train"][0]["start"])) & (ts < pd.Timestamp(split["test"]["start"]))]
+    cur_events = events[(ts >= window.start) & (ts < window.end)]
+    tdrift, rates = mon.target_drift(ref_events, cur_events, max_rows=knobs["max_rows"],
+                                     html_path=out / "target_drift.html")
+    ndcg_now, n_users = mon.window_ndcg(snap, events, window, champ, cfg)
+    ndcg_champion = float(champ_metrics["ranker"]["ndcg@10"])
+    decision = mon.retrain_decision(fd.share_drifted, ndcg_now, ndcg_champion,
+                                    share_threshold=knobs["share_threshold"], ndcg_drop=knobs["ndcg_drop"])
+    context.log.info(f"feature drift {fd.n_drifted}/{fd.n_columns} ({fd.share_drifted:.1%}); NDCG@10 latest "
+                     f"{ndcg_now:.4f} vs champion {ndcg_champion:.4f}; retrain: {decision.reasons or 'no'}")
+    (out / "latest.json").write_text(json.dumps({
+        **common, "feature_drift": fd.to_dict(), "feature_drift_vs_training": fd_train.to_dict(), "prediction_drift": {**pdrift.to_dict(), "scores": stats},
+        "target_drift": {**tdrift.to_dict(), "rates": rates.to_dict(orient="records")},
+        "champion_performance": {"ndcg@10": ndcg_now, "champion_ndcg@10": ndcg_champion, "users": n_users},
+        "decision": decision.as_dict(), "knobs": knobs}, indent=2, default=str))
+
+    yield MaterializeResult(asset_key="feature_drift", metadata={
+        **common, "data_fingerprint": fingerprint, "drift_share": fd.share_drifted, "n_drifted": fd.n_drifted, "n_columns": fd.n_columns,
+        "share_threshold": knobs["share_threshold"], "reference_rows": len(ref_X), "current_rows": len(cur_X),
+        "reference": "champion's latest validated window (eval/drift_current_X.npy)",
+        "drift_share_vs_training": fd_train.share_drifted,
+        "report_vs_training": _link(out / "feature_drift_vs_training.html"),
+        "drifted_columns": MetadataValue.json(fd.drifted_columns),
+        "report": _link(out / "feature_drift.html"), "columns": MetadataValue.md(fd.to_markdown())})
+    s = stats
+    yield MaterializeResult(asset_key="prediction_drift", metadata={
+        **common, "drifted": bool(pdrift.columns["score"]["drifted"]),
+        "method": str(pdrift.columns["score"]["method"]), "score": pdrift.columns["score"]["score"] or float("nan"),
+        "reference_mean": s["reference"].get("mean", float("nan")), "current_mean": s["current"].get("mean", float("nan")),
+        "scores": MetadataValue.json(stats), "report": _link(out / "prediction_drift.html")})
+    yield MaterializeResult(asset_key="target_drift", metadata={
+        **common, "drifted": bool(tdrift.columns["event_type"]["drifted"]),
+        "method": str(tdrift.columns["event_type"]["method"]),
+        "score": tdrift.columns["event_type"]["score"] or float("nan"),
+        "rates": MetadataValue.md(md_table(rates)), "report": _link(out / "target_drift.html")})
+    yield MaterializeResult(asset_key="champion_performance", metadata={
+        **common, "ndcg@10": ndcg_now, "champion_ndcg@10": ndcg_champion, "ndcg_drop": ndcg_champion - ndcg_now,
+        "ndcg_drop_threshold": knobs["ndcg_drop"], "users": n_users, "retrain": decision.retrain,
+        "reasons": MetadataValue.json(decision.reasons), "summary": _link(out / "latest.json")})
 
 
 @asset(group_name=GROUP, deps=[AssetKey("user_profiles")],

@@ -11,6 +11,7 @@ from dagster import (AssetCheckResult, AssetCheckSeverity, AssetExecutionContext
 from ml import registry
 from ml.features import FEATURES
 from ml.onnx_export import OnnxScorer, export_ranker
+from ml.monitoring import gate_versions
 from ml.pipeline import (metrics_markdown, ndcg_on_eval_set, save_eval_set, snapshot_at, train_and_evaluate)
 from orchestration.assets.common import load_embeddings, load_events, load_items, md_table
 from orchestration.resources import PersonaConfig, Warehouse
@@ -47,6 +48,7 @@ def ranker_model(context: AssetExecutionContext, persona: PersonaConfig, warehou
         serving.save(folder / "snapshot")
         save_eval_set(folder / "eval", result)
         (folder / "items.json").write_text(json.dumps(titles))
+        write_serving_files(folder, settings, warehouse, items)
 
     manifest = {"split": result.split.as_dict(), "training_cutoff": str(result.split.training_cutoff),
                 "data_hash": _data_hash(warehouse, settings), "code_version": registry.code_version(),
@@ -71,6 +73,32 @@ def ranker_model(context: AssetExecutionContext, persona: PersonaConfig, warehou
         "feature_importance": MetadataValue.md(md_table(result.importance.head(15))),
         **{k: v for k, v in result.counts.items()},
     })
+
+
+def write_serving_files(folder: Path, settings, warehouse: Warehouse, items: pd.DataFrame) -> None:
+    """What the HTTP API needs besides the ranker: item metadata (search, similar), the batch profiles
+    (profile endpoint) and the ONNX text encoder (query encoding), exported once per encoder name."""
+    from ml.onnx_encoder import ensure_encoder, link_or_copy
+
+    catalog = {str(r.item_id): {"title": None if pd.isna(r.title) else str(r.title),
+                                "category_path": None if pd.isna(r.category_path) else str(r.category_path),
+                                "brand": None if pd.isna(r.brand) else str(r.brand),
+                                "price": None if pd.isna(r.price) else float(r.price)}
+               for r in items.itertuples()}
+    (folder / "catalog.json").write_text(json.dumps(catalog))
+    prof = warehouse.read(settings, "select user_id, segment, tags, top_categories, top_brands, price_band, "
+                                    "activity_level, lifecycle_stage, purchase_intent from user_profiles "
+                                    "where snapshot = 'serving'")
+    records = {}
+    for r in prof.itertuples(index=False):
+        records[str(r.user_id)] = {
+            "segment": int(r.segment), "tags": [str(t) for t in r.tags], "top_categories": [str(t) for t in r.top_categories],
+            "top_brands": [str(t) for t in r.top_brands], "price_band": r.price_band, "activity_level": r.activity_level,
+            "lifecycle_stage": r.lifecycle_stage, "purchase_intent": bool(r.purchase_intent)}
+    (folder / "profiles.json").write_text(json.dumps(records))
+    enc = settings["encoder"]
+    cached = ensure_encoder(settings.models_dir / "encoders", enc["model"], int(enc["max_length"]))
+    link_or_copy(cached, folder / "encoder")
 
 
 def onnx_max_abs_diff(version_dir: str | Path) -> tuple[float, int]:
@@ -107,22 +135,15 @@ def promoted_model(context: AssetExecutionContext, persona: PersonaConfig, ranke
     models_dir = settings.models_dir
     challenger_dir = Path(ranker_model)
     metrics = json.loads((challenger_dir / "metrics.json").read_text())
-    X = np.load(challenger_dir / "eval" / "test_X.npy")
-    challenger = ndcg_on_eval_set(challenger_dir / "eval", OnnxScorer(challenger_dir / "ranker.onnx")(X))
-    champion = None
     current = registry.champion_version(models_dir)
-    if current and current != challenger_dir.name:
-        champ_dir = models_dir / "versions" / current
-        same_features = json.loads((champ_dir / "features.json").read_text()) == FEATURES
-        if same_features:
-            champion = ndcg_on_eval_set(challenger_dir / "eval", OnnxScorer(champ_dir / "ranker.onnx")(X))
-        else:
-            context.log.warning(f"champion {current} uses another feature list; comparing stored test metrics")
-            champion = json.loads((champ_dir / "metrics.json").read_text())["ranker"]["ndcg@10"]
-    ok, reason = registry.gate({"ndcg@10": challenger}, None if champion is None else {"ndcg@10": champion},
-                               tolerance=float(settings["registry"]["promotion_tolerance"]))
+    # both ONNX models scored on the challenger's test rows: a window after both training cutoffs
+    g = gate_versions(challenger_dir, None if current is None else models_dir / "versions" / current,
+                      tolerance=float(settings["registry"]["promotion_tolerance"]))
+    ok, reason, challenger, champion = g.promote, g.reason, g.challenger_ndcg, g.champion_ndcg
     if ok:
-        registry.promote(models_dir, challenger_dir.name)
+        registry.promote(models_dir, challenger_dir.name, reason=reason,
+                         details={"run_id": context.run_id, "challenger_ndcg@10": challenger,
+                                  "champion_ndcg@10": champion})
         context.log.info(f"promoted {challenger_dir.name}: {reason}")
     else:
         context.log.warning(f"kept champion {current}: {reason}")
