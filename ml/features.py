@@ -43,9 +43,12 @@ def _rank_of(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def _affinity(ptr, ids, w, u: int, codes: np.ndarray) -> np.ndarray:
+    """The user's weight share for each item's code (0 for unknown codes), via a dense lookup table."""
     s, e = ptr[u], ptr[u + 1]
-    lookup = dict(zip(ids[s:e].tolist(), w[s:e].tolist()))
-    return np.array([lookup.get(int(c), 0.0) if c >= 0 else 0.0 for c in codes], dtype=np.float32)
+    size = int(max(codes.max(initial=-1), ids[s:e].max(initial=-1))) + 1
+    table = np.zeros(size + 1, dtype=np.float32)  # last slot stays 0: where code -1 lands
+    table[ids[s:e]] = w[s:e]
+    return table[np.where(codes >= 0, codes, size)]
 
 
 def build_features(snap: Snapshot, u: int, cand: Candidates) -> np.ndarray:
