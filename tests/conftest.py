@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -73,3 +74,13 @@ def pipeline_run(tmp_path_factory):
             os.environ.pop("PERSONA_CONFIG", None)
         else:
             os.environ["PERSONA_CONFIG"] = old
+
+
+def assert_same_top_k(body: dict, items: list[str], scores: np.ndarray) -> None:
+    """Served items/scores equal the offline ones; only a tie within 1e-5 may swap positions."""
+    served = [i["item_id"] for i in body["items"]]
+    served_scores = np.array([i["score"] for i in body["items"]])
+    np.testing.assert_allclose(served_scores, scores, atol=1e-5)
+    for pos, (a, b) in enumerate(zip(served, items)):
+        if a != b:  # only a tie within 1e-5 may swap
+            assert abs(scores[pos] - served_scores[pos]) < 1e-5 and set(served) == set(items)

@@ -20,6 +20,7 @@ from ml.candidates import generate
 from ml.features import build_features
 from ml.snapshot import Snapshot
 from persona.warehouse import read_df
+from tests.conftest import assert_same_top_k
 
 pytestmark = pytest.mark.slow
 
@@ -128,12 +129,7 @@ def test_served_top_k_equals_offline_top_k(pipeline_run, server):
     assert r.status_code == 200
     body = r.json()
     assert body["strategy"] == "ranker" and body["model_version"] == version.name
-    served = [i["item_id"] for i in body["items"]]
-    served_scores = np.array([i["score"] for i in body["items"]])
-    np.testing.assert_allclose(served_scores, offline_scores, atol=1e-5)
-    for pos, (a, b) in enumerate(zip(served, offline_items)):
-        if a != b:  # only a tie within 1e-5 may swap
-            assert abs(offline_scores[pos] - served_scores[pos]) < 1e-5 and set(served) == set(offline_items)
+    assert_same_top_k(body, offline_items, offline_scores)
 
 
 def test_unknown_user_gets_popular_items_as_fallback(pipeline_run, server):

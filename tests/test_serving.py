@@ -23,6 +23,7 @@ from ml.candidates import SOURCES, generate
 from ml.features import FEATURES, build_features
 from ml.snapshot import Snapshot
 from persona.warehouse import read_df
+from tests.conftest import assert_same_top_k
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,15 +110,6 @@ def _offline_top_k(env, user: str, k: int = 10):
     return [str(snap.item_ids[i]) for i in cand.items[order]], scores[order]
 
 
-def _assert_same_top_k(body: dict, items: list[str], scores: np.ndarray) -> None:
-    served = [i["item_id"] for i in body["items"]]
-    served_scores = np.array([i["score"] for i in body["items"]])
-    np.testing.assert_allclose(served_scores, scores, atol=1e-5)
-    for pos, (a, b) in enumerate(zip(served, items)):
-        if a != b:  # only a tie within 1e-5 may swap
-            assert abs(scores[pos] - served_scores[pos]) < 1e-5 and set(served) == set(items)
-
-
 def _users(env, n: int) -> list[str]:
     snap = env["snap"]
     sizes = np.diff(snap.hist_ptr)
@@ -151,7 +143,7 @@ def test_served_top_k_equals_offline_ranker_for_many_users(server, env):
         r = server.get("/v1/recommendations", user_id=user, k=10)
         assert r.status_code == 200, r.text
         assert r.json()["strategy"] == "ranker"
-        _assert_same_top_k(r.json(), items, scores)
+        assert_same_top_k(r.json(), items, scores)
 
 
 def test_explain_names_candidate_sources_and_top_features(server, env):
@@ -310,7 +302,7 @@ def test_posted_events_change_recommendations_at_once_and_survive_a_restart(serv
     assert server.get("/v1/users/fresh-visitor/profile").json()["recent_items"] == [item]
     # users without events keep offline parity
     items, scores = _offline_top_k(env, bystander, 10)
-    _assert_same_top_k(server.get("/v1/recommendations", user_id=bystander, k=10).json(), items, scores)
+    assert_same_top_k(server.get("/v1/recommendations", user_id=bystander, k=10).json(), items, scores)
     # durable: in the inbox as canonical rows, and still applied after a restart
     lines = [json.loads(l) for l in (env["folder"] / "inbox" / "events.jsonl").read_text().splitlines()]
     assert [(l["user_id"], l["item_id"], l["event_type"]) for l in lines if l["user_id"] == user] == \
