@@ -48,5 +48,9 @@ bench-serving: install
 bench-quality: install
 	$(BIN)/python bench/quality.py
 
+# torch vs ONNX encoder texts/s on real titles; bench/gpu_check.py is the GPU counterpart
+bench-embeddings: install
+	$(BIN)/python bench/embeddings.py
+
 clean:
 	rm -rf warehouse artifacts models .dagster_home dbt_project/target dbt_project/logs

@@ -9,7 +9,15 @@ id, which a plain hash would allow.
 The key: the environment variable `PERSONA_PSEUDONYM_KEY` when set, else the file `privacy.key_file`
 (default `~/.config/persona/pseudonym.key`), created with 32 random bytes and owner-only permissions (0600)
 on first use. It must live outside the warehouse folder (refused otherwise) and is never logged or written
-anywhere else. Serving calls `pseudonymize_id(raw_id, key)` on the shop's raw ids (`load_key(settings)`).
+anywhere else.
+
+Serving applies the same hash to the shop's raw ids with `Pseudonymizer` (no torch, no Dagster):
+
+    pseudo = Pseudonymizer.from_settings(settings)   # once, at startup: loads (or creates) the key
+    pseudo.user_id("0824839726118485274")            # -> the user_id stored in the warehouse
+    pseudo.session_id(raw_session)                   # -> the session_id stored in the warehouse
+
+With `privacy.pseudonymize: false` both are the identity, so callers need no branch.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import hmac
 import json
 import os
 import secrets
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +46,18 @@ class PrivacyError(ValueError):
 def load_key(settings=None, *, key_file: str | os.PathLike | None = None,
              warehouse_dir: str | os.PathLike | None = None, environ: dict | None = None) -> bytes:
     """The HMAC key: $PERSONA_PSEUDONYM_KEY, else the key file (created 0600 on first use)."""
+    return resolve_key(settings, key_file=key_file, warehouse_dir=warehouse_dir, environ=environ)[0]
+
+
+def resolve_key(settings=None, *, key_file: str | os.PathLike | None = None,
+                warehouse_dir: str | os.PathLike | None = None,
+                environ: dict | None = None, create: bool = True) -> tuple[bytes, str, bool]:
+    """(key, where it came from, whether the key file was created now). The origin names the variable or
+    the file, never the key, so it can be logged. `create=False` (serving): a missing key file is an error,
+    since a new key would match none of the stored pseudonyms."""
     env = os.environ if environ is None else environ
     if env.get(ENV_KEY):
-        return env[ENV_KEY].encode("utf-8")
+        return env[ENV_KEY].encode("utf-8"), f"${ENV_KEY}", False
     if settings is not None:
         key_file = key_file or (settings.get("privacy.key_file") or DEFAULT_KEY_FILE)
         warehouse_dir = warehouse_dir or settings.warehouse_dir
@@ -52,20 +70,69 @@ def load_key(settings=None, *, key_file: str | os.PathLike | None = None,
         if path == wh or wh in path.parents:
             raise PrivacyError(f"privacy.key_file {path} is inside the warehouse folder {wh}: keep the key apart "
                                "from the data it protects")
+    created = False
+    if not path.exists() and not create:
+        raise PrivacyError(f"no pseudonymization key: {path} does not exist and ${ENV_KEY} is not set; serving needs "
+                           "the key the warehouse was pseudonymized with (or privacy.pseudonymize: false)")
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(fd, secrets.token_hex(32).encode("ascii"))
-        finally:
-            os.close(fd)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process created it in between: use theirs
+            fd = None
+        except OSError as exc:
+            raise PrivacyError(f"cannot create key file {path}: {exc.strerror}; set ${ENV_KEY} or "
+                               "privacy.key_file") from None
+        if fd is not None:
+            try:
+                os.write(fd, secrets.token_hex(32).encode("ascii"))
+                created = True
+            finally:
+                os.close(fd)
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
         raise PrivacyError(f"key file {path} is readable by others (mode {mode:o}); chmod 600 it")
     key = path.read_bytes().strip()
     if len(key) < 16:
         raise PrivacyError(f"key file {path} holds fewer than 16 bytes")
-    return key
+    return key, str(path), created
+
+
+@dataclass(frozen=True)
+class Pseudonymizer:
+    """Raw shop ids -> the ids stored in the warehouse. `key=None`: pseudonymization off (identity)."""
+
+    key: bytes | None = field(default=None, repr=False)
+    origin: str = "off"          # "$PERSONA_PSEUDONYM_KEY", the key file's path, or "off"
+    created: bool = False        # the key file was created by this call
+
+    @classmethod
+    def from_settings(cls, settings, environ: dict | None = None, create: bool = True) -> "Pseudonymizer":
+        """Per `privacy.pseudonymize`; loads the key (creating the key file on first use unless `create` is
+        false) when on."""
+        if not settings.get("privacy.pseudonymize"):
+            return cls()
+        key, origin, created = resolve_key(settings, environ=environ, create=create)
+        return cls(key=key, origin=origin, created=created)
+
+    @property
+    def enabled(self) -> bool:
+        return self.key is not None
+
+    def user_id(self, raw: str | None) -> str | None:
+        """The stored user id of the shop's raw user id (exactly as the adapter wrote it, before hashing)."""
+        return raw if self.key is None or raw is None else pseudonymize_id(raw, self.key, "user")
+
+    def session_id(self, raw: str | None) -> str | None:
+        """The stored session id of a raw session id."""
+        return raw if self.key is None or raw is None else pseudonymize_id(raw, self.key, "session")
+
+    def describe(self) -> str:
+        """One loggable line: where the key comes from (never the key)."""
+        if self.key is None:
+            return "user ids kept as given (privacy.pseudonymize: false)"
+        return (f"user and session ids pseudonymized (HMAC-SHA256) with the key from {self.origin}"
+                + (" (created now, mode 0600)" if self.created else ""))
 
 
 def pseudonymize_id(raw_id, key: bytes, kind: str = "user") -> str | None:

@@ -1,7 +1,9 @@
-"""Candidate generation from four sources, shared by training, evaluation and serving.
+"""Candidate generation from six sources, shared by training, evaluation and serving.
 
 For a known user: their own past items (repeat), items co-visited with their recent items,
-items nearest their profile vector, and popular items. The union is what the ranker scores.
+items nearest their profile vector, popular items, the top of an ALS model (user vector folded in
+from the history against the snapshot's item factors) and item-kNN neighbours of their whole
+history. The union is what the ranker scores.
 Scores are kept dense over the catalog so features can read them without recomputation.
 Only numpy here: serving imports this module.
 """
@@ -14,7 +16,7 @@ import numpy as np
 
 from ml.snapshot import Snapshot
 
-SOURCES = ("repeat", "covisitation", "embedding", "popularity")
+SOURCES = ("repeat", "covisitation", "embedding", "popularity", "als", "itemknn")
 RECENT_ITEMS = 20
 
 
@@ -26,6 +28,8 @@ class UserScores:
     covis: np.ndarray        # co-visitation with the recent history, recency-weighted
     covis_last: np.ndarray   # co-visitation with the single most recent item
     emb: np.ndarray          # cosine(profile vector, item embedding)
+    als: np.ndarray          # ALS score (folded-in user vector . item factors); zeros without factors
+    knn: np.ndarray          # item-kNN score: sum of neighbour weights over the whole history
 
 
 @dataclass
@@ -48,7 +52,35 @@ def user_scores(snap: Snapshot, u: int) -> UserScores:
         if rank == 0:
             covis_last[nb] = w
     emb = snap.item_emb @ snap.user_vec[u]
-    return UserScores(repeat, covis, covis_last, emb.astype(np.float32))
+    als = np.zeros(n, dtype=np.float32)
+    if snap.als_item.shape[0] == n and len(hist_items):
+        als = (snap.als_item @ als_user_vector(snap, hist_items, hist_feat[:, 6])).astype(np.float32)
+    knn = _spread(snap.knn_ptr, snap.knn_idx, snap.knn_w, hist_items, n)
+    return UserScores(repeat, covis, covis_last, emb.astype(np.float32), als, knn)
+
+
+def als_user_vector(snap: Snapshot, items: np.ndarray, ui_score: np.ndarray) -> np.ndarray:
+    """The implicit-ALS user step for one user: (YtY + reg I + sum (c-1) y y^T) x = sum c y.
+
+    Confidence c = alpha * (max(score, 0) + 1), exactly the matrix the item factors were fitted on,
+    so a training user gets (up to the solver) their fitted vector and a new or updated user a
+    consistent one. numpy only.
+    """
+    Y = snap.als_item[items].astype(np.float64)
+    c = float(snap.als_alpha[0]) * (np.clip(ui_score, 0, None).astype(np.float64) + 1.0)
+    A = snap.als_gram.astype(np.float64) + (Y * (c - 1.0)[:, None]).T @ Y
+    return np.linalg.solve(A, Y.T @ c)
+
+
+def _spread(ptr: np.ndarray, idx: np.ndarray, w: np.ndarray, items: np.ndarray, n: int) -> np.ndarray:
+    """Sum of neighbour weights over `items` (CSR neighbour lists), vectorised."""
+    items = items[items + 1 < len(ptr)]
+    starts, ends = ptr[items], ptr[items + 1]
+    lens = ends - starts
+    if lens.sum() == 0:
+        return np.zeros(n, dtype=np.float32)
+    pos = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(lens.sum())
+    return np.bincount(idx[pos], weights=w[pos], minlength=n).astype(np.float32)
 
 
 def _top(scores: np.ndarray, k: int, valid: np.ndarray) -> np.ndarray:
@@ -74,6 +106,9 @@ def generate(snap: Snapshot, u: int | None, per_source: dict[str, int]) -> Candi
         _top(s.emb, int(per_source.get("embedding", 50)), np.ones(snap.n_items, dtype=bool)
              if np.any(snap.user_vec[u]) else np.zeros(snap.n_items, dtype=bool)),
         pop,
+        _top(s.als, int(per_source.get("als", 0)),
+             np.ones(snap.n_items, dtype=bool) if np.any(s.als) else np.zeros(snap.n_items, dtype=bool)),
+        _top(s.knn, int(per_source.get("itemknn", 0)), s.knn > 0),
     ]
     flags = np.zeros((snap.n_items, len(SOURCES)), dtype=bool)
     for j, p in enumerate(picks):

@@ -57,17 +57,16 @@ class DriftResult:
             f"(share {self.share_drifted:.2f}, threshold {self.share_threshold:.2f}); "
             f"reference {self.n_reference:,} rows, current {self.n_current:,} rows (sampled)",
             "",
-            "| column | type | drifted | method | score | threshold |",
-            "| --- | --- | --- | --- | ---: | ---: |",
+            "| column | type | drifted | method | score | threshold | natural |",
+            "| --- | --- | --- | --- | ---: | ---: | ---: |",
         ]
         order = sorted(self.columns.items(), key=lambda kv: (not kv[1]["drifted"], kv[0]))
         for name, info in order:
-            score = info.get("score")
-            thr = info.get("threshold")
+            score, thr, nat = info.get("score"), info.get("threshold"), info.get("natural")
             lines.append(
                 f"| {name} | {info.get('type', '')} | {'**yes**' if info['drifted'] else 'no'} "
                 f"| {info.get('method') or ''} | {'' if score is None else f'{score:.4g}'} "
-                f"| {'' if thr is None else f'{thr:.3g}'} |"
+                f"| {'' if thr is None else f'{thr:.3g}'} | {'' if nat is None else f'{nat:.3g}'} |"
             )
         return "\n".join(lines)
 
@@ -121,12 +120,16 @@ def _status_str(status: Any) -> str:
 
 def data_drift(reference: pd.DataFrame, current: pd.DataFrame, *, columns: list[str] | None = None,
                max_rows: int = 5000, seed: int = 0, html_path: str | os.PathLike | None = None,
-               share_threshold: float = DEFAULT_SHARE_THRESHOLD) -> DriftResult:
+               share_threshold: float = DEFAULT_SHARE_THRESHOLD, method: str | None = None,
+               threshold: float | None = None, column_thresholds: dict[str, float] | None = None) -> DriftResult:
     """Compare `current` with `reference` column by column (Evidently DataDriftPreset).
 
     `columns`: the columns to compare (default: every column present in both frames, datetimes
     excluded). Each side is sampled to at most `max_rows` rows (reference with `seed`, current with
     `seed + 1`). `html_path`: where to save Evidently's HTML report (parent folders are created).
+    `method` / `threshold`: one Evidently stattest (e.g. `wasserstein`) and its threshold for every
+    column instead of Evidently's size-dependent choice; `column_thresholds` overrides the threshold
+    per column (Evidently's `per_column_threshold`), so the HTML report shows the thresholds applied.
     """
     if columns is None:
         columns = [c for c in reference.columns if c in current.columns
@@ -164,8 +167,10 @@ def data_drift(reference: pd.DataFrame, current: pd.DataFrame, *, columns: list[
 
     ev_columns = ev_num + ev_cat
     if ev_columns:
+        per_column = {c: float(t) for c, t in (column_thresholds or {}).items() if c in ev_columns}
         results.update(_run_evidently(pd.DataFrame(ref_ev)[ev_columns], pd.DataFrame(cur_ev)[ev_columns],
-                                      ev_num, ev_cat, share_threshold, html_path))
+                                      ev_num, ev_cat, share_threshold, html_path,
+                                      method=method, threshold=threshold, per_column_threshold=per_column))
     elif html_path is not None:
         Path(html_path).parent.mkdir(parents=True, exist_ok=True)
         Path(html_path).write_text("<html><body><p>No comparable columns (all null).</p></body></html>")
@@ -185,13 +190,17 @@ def data_drift(reference: pd.DataFrame, current: pd.DataFrame, *, columns: list[
 
 
 def _run_evidently(ref: pd.DataFrame, cur: pd.DataFrame, num: list[str], cat: list[str],
-                   share_threshold: float, html_path: str | os.PathLike | None) -> dict[str, dict]:
+                   share_threshold: float, html_path: str | os.PathLike | None, *, method: str | None = None,
+                   threshold: float | None = None,
+                   per_column_threshold: dict[str, float] | None = None) -> dict[str, dict]:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
     definition = DataDefinition(numerical_columns=num, categorical_columns=cat)
-    report = Report([DataDriftPreset(columns=num + cat, drift_share=share_threshold)], include_tests=True)
+    report = Report([DataDriftPreset(columns=num + cat, drift_share=share_threshold, method=method,
+                                     threshold=threshold, per_column_threshold=per_column_threshold or None)],
+                    include_tests=True)
     with warnings.catch_warnings():
         # constant columns make numpy's corrcoef divide by zero inside Evidently's plots
         warnings.simplefilter("ignore", RuntimeWarning)

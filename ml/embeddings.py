@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -96,11 +97,14 @@ class TextEncoder:
 
     This reproduces sentence-transformers' all-MiniLM-L6-v2 output without that dependency.
     Tokenizer and model are loaded once; `encode` batches texts sorted by length so each batch
-    pads little, then restores the caller's order.
+    pads little, then restores the caller's order. On CUDA the weights run in fp16 (`fp16=True`,
+    the default) for throughput; pooling and normalisation stay in float32, so the output is float32
+    unit vectors on every device, and cached vectors stay interchangeable across devices (fp16 vs
+    fp32 parity and speed: `bench/gpu_check.py`).
     """
 
     def __init__(self, model: str = "bundled:all-MiniLM-L6-v2", device: str = "auto",
-                 batch_size: int = 64, max_length: int = 64):
+                 batch_size: int = 64, max_length: int = 64, fp16: bool = True):
         import torch
         from transformers import AutoModel, AutoTokenizer
 
@@ -110,21 +114,30 @@ class TextEncoder:
         if device in (None, "", "auto"):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
+        if int(batch_size) < 1 or int(max_length) < 1:
+            raise ValueError(f"encoder.batch_size ({batch_size}) and encoder.max_length ({max_length}) must be >= 1")
         self.batch_size = int(batch_size)
         self.max_length = int(max_length)
+        # fp16 is a GPU optimisation: on CPU the weights stay fp32, the precision the ONNX export has.
+        self.fp16 = bool(fp16) and self.device.type == "cuda"
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
             self.model = AutoModel.from_pretrained(self.path, local_files_only=True)
         except OSError as exc:
             raise ModelNotFoundError(f"encoder.model {model!r}: cannot load from {self.path}: {exc}") from exc
-        self.model.eval().to(self.device)
+        self.model.eval().to(self.device, dtype=torch.float16 if self.fp16 else torch.float32)
         self.dim = int(self.model.config.hidden_size)
 
     def __repr__(self) -> str:
-        return f"TextEncoder({self.model_name!r}, device={self.device}, dim={self.dim})"
+        precision = "fp16" if self.fp16 else "fp32"
+        return f"TextEncoder({self.model_name!r}, device={self.device}, {precision}, dim={self.dim})"
 
-    def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
-        """(n, dim) float32 unit vectors, row i for texts[i]; an empty text gets a valid vector too."""
+    def encode(self, texts: list[str], progress: bool | None = None) -> np.ndarray:
+        """(n, dim) float32 unit vectors, row i for texts[i]; an empty text gets a valid vector too.
+
+        `progress=None` shows a tqdm bar (on stderr, so it lands in the run's logs) whenever the
+        texts take more than one batch; True/False force it on/off.
+        """
         import torch
 
         texts = ["" if is_missing(t) else str(t) for t in texts]
@@ -133,20 +146,30 @@ class TextEncoder:
             return out
         order = np.argsort([len(t) for t in texts], kind="stable")
         starts = range(0, len(texts), self.batch_size)
+        if progress is None:
+            progress = len(starts) > 1
+        bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            starts = tqdm(starts, desc=f"encode ({self.model_name})", unit="batch")
-        with torch.inference_mode():
-            for start in starts:
-                idx = order[start:start + self.batch_size]
-                batch = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                       max_length=self.max_length, return_tensors="pt").to(self.device)
-                hidden = self.model(**batch).last_hidden_state
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-                out[idx] = pooled.float().cpu().numpy()
+            bar = tqdm(total=len(texts), desc=f"encode ({self.model_name}, {self.device})", unit="text",
+                       file=sys.stderr, mininterval=2.0)
+        try:
+            with torch.inference_mode():
+                for start in starts:
+                    idx = order[start:start + self.batch_size]
+                    batch = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                           max_length=self.max_length, return_tensors="pt").to(self.device)
+                    hidden = self.model(**batch).last_hidden_state.float()
+                    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                    pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+                    pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+                    out[idx] = pooled.cpu().numpy()
+                    if bar is not None:
+                        bar.update(len(idx))
+        finally:
+            if bar is not None:
+                bar.close()
         return out
 
 
@@ -175,13 +198,14 @@ def content_hash(text: str, model_name: str) -> str:
     return hashlib.sha256(f"{model_name}\x1f{text}".encode("utf-8")).hexdigest()[:HASH_CHARS]
 
 
-def embed_items(items: pd.DataFrame, encoder: TextEncoder,
-                cache: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict]:
+def embed_items(items: pd.DataFrame, encoder: TextEncoder, cache: pd.DataFrame | None = None,
+                progress: bool | None = None) -> tuple[pd.DataFrame, dict]:
     """One row per item (item_id, text, content_hash, model, dim, embedding), reusing cached vectors.
 
     `cache` is any earlier output of this function (e.g. read back from the warehouse); rows are
     matched on (content_hash, model), so an unchanged rerun encodes nothing. Identical texts are
     encoded once. Stats: {"encoded": texts encoded now, "reused": items served from the cache}.
+    `progress` goes to `TextEncoder.encode` (default: a bar when the new texts take over one batch).
     """
     cols = items.columns
     titles = items["title"] if "title" in cols else pd.Series([None] * len(items))
@@ -205,7 +229,7 @@ def embed_items(items: pd.DataFrame, encoder: TextEncoder,
         if h not in known and h not in todo:
             todo[h] = t
     if todo:
-        vecs = encoder.encode(list(todo.values()))
+        vecs = encoder.encode(list(todo.values()), progress=progress)
         known.update(zip(todo.keys(), vecs))
 
     out = pd.DataFrame({

@@ -10,11 +10,17 @@ LightGBM and the ONNX tree ensemble route them identically. Only numpy here: ser
 | | ui_score | event-type-weighted, time-decayed interaction score |
 | | ui_days_since_last | days since the last interaction (9999 if never) |
 | | ui_in_last_session | the item was touched in the user's latest session |
-| candidate sources | is_repeat, covis_score, covis_last, covis_rank, emb_sim, emb_rank, pop_rank, n_sources | |
-| item | it_pop_7d/30d/all, it_target_7d, it_cart_rate, it_purchase_rate, it_price, it_age_days, it_trend | |
-| user | u_n_events, u_n_items, u_n_sessions, u_days_since_last/first, u_n_carts, u_n_purchases, u_avg_price | |
+| candidate sources | is_repeat | the user touched the item before |
+| | covis_score, covis_last, covis_rank | co-visitation with the 20 most recent items (recency-weighted) / with the latest one; rank (n_items if none) |
+| | emb_sim, emb_rank | cosine(profile vector, item embedding) and its rank over the catalog |
+| | pop_rank, n_sources | rank by recent target events; how many of the sources proposed the item |
+| item | it_pop_7d/30d/all, it_target_7d | events on the item in the last 7 / 30 days / ever; target events in 7 days |
+| | it_cart_rate, it_purchase_rate, it_price, it_age_days, it_trend | carts / purchases per view, price, days since first seen, 7-day vs 30-day rate |
+| user | u_n_events, u_n_items, u_n_sessions, u_days_since_last/first, u_n_carts, u_n_purchases, u_avg_price | the user's activity before the cutoff; average price of priced items seen (-1 if none) |
 | profile x item | cat_affinity, topcat_affinity, brand_affinity | share of the user's decayed weight on the item's category / top category / brand |
 | | price_ratio | item price / the user's average viewed price (-1 if unknown) |
+| peer scores | als_score, als_rank, knn_score, knn_rank | ALS (folded-in user vector . item factors) and item-kNN over whole histories; rank n_items when absent |
+| reviews (item, user) | it_/u_n_reviews, it_/u_mean_rating, it_/u_mean_sentiment | reviews strictly before the cutoff: count, mean stars, mean text sentiment (ml.reviews; 0 = no reviews) |
 """
 
 from __future__ import annotations
@@ -27,9 +33,11 @@ from ml.snapshot import ITEM_FEATURES, MISSING, NEVER_DAYS, UI_FEATURES, USER_FE
 SOURCE_FEATURES = ["is_repeat", "covis_score", "covis_last", "covis_rank", "emb_sim", "emb_rank", "pop_rank",
                    "n_sources"]
 PROFILE_FEATURES = ["cat_affinity", "topcat_affinity", "brand_affinity", "price_ratio"]
-FEATURES: list[str] = UI_FEATURES + SOURCE_FEATURES + ITEM_FEATURES + USER_FEATURES + PROFILE_FEATURES
+PEER_FEATURES = ["als_score", "als_rank", "knn_score", "knn_rank"]
+FEATURES: list[str] = UI_FEATURES + SOURCE_FEATURES + ITEM_FEATURES + USER_FEATURES + PROFILE_FEATURES + PEER_FEATURES
 FEATURE_GROUPS = {"user_item": UI_FEATURES, "sources": SOURCE_FEATURES, "item": ITEM_FEATURES,
-                  "user": USER_FEATURES, "profile": PROFILE_FEATURES}
+                  "user": USER_FEATURES, "profile": PROFILE_FEATURES,
+                  "peer": PEER_FEATURES}
 
 
 def _rank_of(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -90,6 +98,12 @@ def build_features(snap: Snapshot, u: int, cand: Candidates) -> np.ndarray:
     avg = snap.user_feat[u, USER_FEATURES.index("u_avg_price")]
     out[:, col + 3] = np.where((price > 0) & (avg > 0), price / max(avg, 1e-9), MISSING)
     col += len(PROFILE_FEATURES)
+
+    out[:, col + 0] = s.als[items]
+    out[:, col + 1] = _rank_of(s.als, np.ones(snap.n_items, dtype=bool) if np.any(s.als) else s.als > 0)[items]
+    out[:, col + 2] = s.knn[items]
+    out[:, col + 3] = _rank_of(s.knn, s.knn > 0)[items]
+    col += len(PEER_FEATURES)
     assert col == len(FEATURES)
     return out
 

@@ -45,7 +45,8 @@ def export_text_encoder(model: str, folder: str | Path, max_length: int = 64, op
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        base = AutoModel.from_pretrained(str(src), local_files_only=True).eval()
+        # float32 whatever the stored dtype (a model saved in fp16 loads as fp16): the graph is fp32.
+        base = AutoModel.from_pretrained(str(src), local_files_only=True).float().eval()
 
         class Pooled(torch.nn.Module):
             def __init__(self, m):

@@ -7,6 +7,7 @@ takes `input` float32 (batch, n_features) and returns `variable` (batch, 1) scor
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -45,12 +46,32 @@ class OnnxScorer:
         self.providers = self.session.get_providers()
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
+        out_shape = self.session.get_outputs()[0].shape
+        self._bind_output = self.providers == ["CPUExecutionProvider"] and len(out_shape) == 2 and out_shape[1] == 1
+        self._local = threading.local()
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
         if len(X) == 0:
-            return np.zeros(0, dtype=np.float32)
-        out = self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(X, dtype=np.float32)})[0]
-        return np.asarray(out, dtype=np.float64).reshape(-1)
+            return np.zeros(0, dtype=np.float64)
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        if not self._bind_output:
+            out = self.session.run([self.output_name], {self.input_name: X})[0]
+            return np.asarray(out, dtype=np.float64).reshape(-1)
+        # On CPU: the scores are written straight into a per-thread buffer bound by pointer, which saves
+        # onnxruntime's output allocation and copy (~20% of a 500-row call). The binding is not
+        # thread-safe, hence one per thread.
+        local = self._local
+        if getattr(local, "binding", None) is None:
+            local.binding = self.session.io_binding()
+            local.buffer = np.empty(0, dtype=np.float32)
+        n = len(X)
+        if len(local.buffer) < n:
+            local.buffer = np.empty(max(n, 2 * len(local.buffer)), dtype=np.float32)
+        out = local.buffer[:n]
+        local.binding.bind_cpu_input(self.input_name, X)
+        local.binding.bind_output(self.output_name, "cpu", 0, np.float32, [n, 1], out.ctypes.data)
+        self.session.run_with_iobinding(local.binding)
+        return out.astype(np.float64)  # a copy: the buffer is reused by the next call
 
 
 def parity(model, onnx_path: str | Path, X: np.ndarray) -> float:

@@ -17,7 +17,7 @@ from ml.candidates import generate
 from ml.features import FEATURES, build_features
 from ml.profiles import user_vectors
 from ml.ranker import (RankingData, booster_scorer, build_ranking_data, candidate_recall, concat,
-                       feature_importance, rank_lists, train_ranker)
+                       feature_importance, rank_lists, train_ranker, tune_ranker)
 from ml.snapshot import Snapshot, build_snapshot
 from ml.split import Split, Window, eligible_targets, make_split
 
@@ -42,6 +42,7 @@ class TrainingResult:
     reference_X: np.ndarray = None   # feature rows of users active in the training windows (drift reference)
     current_X: np.ndarray = None     # the same for the test window, the latest labelled one (drift current)
     counts: dict = field(default_factory=dict)
+    ranker_grid: list = field(default_factory=list)  # [{params, valid_ndcg@10}] tried by ml.ranker.tune_ranker
 
 
 def split_for(events: pd.DataFrame, cfg: dict) -> Split:
@@ -109,7 +110,8 @@ def train_and_evaluate(events: pd.DataFrame, items: pd.DataFrame, item_ids: list
     if not test_targets:
         raise ValueError("no test users: nobody has a target event in the test window and history before it")
 
-    model = train_ranker(train, valid, cfg, log)
+    # fit looks train_ranker up at call time, so a test can substitute ml.pipeline.train_ranker
+    model, ranker_params, ranker_tried = tune_ranker(train, valid, cfg, log, fit=lambda *a: train_ranker(*a))
     scores = booster_scorer(model)(test.X)
     lists = {"ranker": {u: [str(tsnap.item_ids[i]) for i in l] for u, l in rank_lists(test, scores, tsnap).items()}}
     for name, fn in ev_.BASELINES.items():
@@ -122,9 +124,11 @@ def train_and_evaluate(events: pd.DataFrame, items: pd.DataFrame, item_ids: list
     recall = candidate_recall(test, test_targets, tsnap)
     counts = {"train_groups": len(train.users), "train_rows": train.n_rows, "valid_groups": len(valid.users),
               "test_users": len(test_targets), "test_rows": test.n_rows,
-              "best_iteration": int(model.best_iteration_ or model.n_estimators)}
+              "best_iteration": int(model.best_iteration_ or model.n_estimators),
+              "ranker_params": ranker_params}
     return TrainingResult(split, model, train, valid, test, tsnap, test_targets, per_user, metrics, recall,
-                          feature_importance(model), vsnap, valid_targets, np.vstack(reference), current, counts)
+                          feature_importance(model), vsnap, valid_targets, np.vstack(reference), current, counts,
+                          [{"params": p, "valid_ndcg@10": v} for p, v in ranker_tried])
 
 
 def metrics_markdown(metrics: dict, names=("ndcg@10", "recall@20", "mrr@20", "hitrate@10")) -> str:

@@ -1,4 +1,5 @@
-"""User profiles as of a cutoff: an interest vector, readable tags and a segment per identified user.
+"""User profiles as of a cutoff: a profile vector, readable tags, a segment and up to a few interest
+vectors (one per category the user cares about) per identified user.
 
 Everything is computed from events strictly before `as_of` (the first thing each function does is
 drop the rest), so a profile built for a training cutoff never sees the period it is evaluated on.
@@ -15,14 +16,16 @@ import pandas as pd
 from scipy import sparse
 
 from ml import tags as T
-from ml.segments import choose_k_and_cluster
+from ml.segments import choose_k_and_cluster, summarize_segments
 
 CART_LIKE = ("cart", "checkout")
 INTENT_DAYS = 7
 ACTIVITY_DAYS = 30
 TOP_CATEGORIES = 3
 TOP_BRANDS = 2
-SUMMARY_TAGS = 5
+MAX_INTERESTS = 3
+INTEREST_MIN_SHARE = 0.15
+OVERALL_INTEREST = "overall"
 
 
 def _profiles_cfg(cfg: Any) -> dict:
@@ -115,8 +118,7 @@ def build_profiles(events: pd.DataFrame, items: pd.DataFrame, item_ids: list[str
                     "last_ts", "avg_price", "top_categories", "top_brands", "price_band", "activity_level",
                     "lifecycle_stage", "purchase_intent", "tags"]
     if n == 0:
-        return (pd.DataFrame(columns=profile_cols),
-                pd.DataFrame(columns=["segment", "size", "share", "top_tags", "description"]))
+        return pd.DataFrame(columns=profile_cols), summarize_segments(pd.DataFrame(columns=profile_cols))
 
     ev["w"] = decay_weights(ev["event_type"], ev["ts"], as_of, weights, half_life)
     uid = ev["user_id"]
@@ -148,8 +150,8 @@ def build_profiles(events: pd.DataFrame, items: pd.DataFrame, item_ids: list[str
     recent = ev[ev["ts"] >= as_of - pd.Timedelta(days=ACTIVITY_DAYS)].groupby("user_id").size()
     recent = recent.reindex(users, fill_value=0).to_numpy()
 
-    # Purchase intent: a cart/checkout in the last 7 days with no purchase at or after it.
-    window = ev[ev["ts"] >= as_of - pd.Timedelta(days=INTENT_DAYS)]
+    # Purchase intent: a cart/checkout in the last `intent_days` (7) days with no purchase at or after it.
+    window = ev[ev["ts"] >= as_of - pd.Timedelta(days=float(pc.get("intent_days", INTENT_DAYS)))]
     last_cart = window[window["event_type"].isin(CART_LIKE)].groupby("user_id")["ts"].max().reindex(users)
     last_buy = ev[ev["event_type"] == "purchase"].groupby("user_id")["ts"].max().reindex(users)
     intent = (last_cart.notna() & ~(last_buy >= last_cart)).to_numpy()
@@ -188,34 +190,82 @@ def build_profiles(events: pd.DataFrame, items: pd.DataFrame, item_ids: list[str
     return profiles, summary
 
 
-def summarize_segments(profiles: pd.DataFrame, scores: dict[int, float] | None = None) -> pd.DataFrame:
-    """One row per segment: size, share, its most characteristic tags and a one-line description.
+def user_interests(events: pd.DataFrame, items: pd.DataFrame, item_ids: list[str], item_matrix: np.ndarray,
+                   as_of: Any, cfg: Any) -> pd.DataFrame:
+    """Several interest vectors per user: one per category the user engaged with, strongest first.
 
-    A tag characterises a segment when at least 20% of its users carry it; those are ranked by lift
-    (share in the segment / share overall), so "brand:Google", which nearly everyone has, does not
-    describe every segment. If no tag reaches 20%, the segment's most frequent tags are used.
+    One profile vector averages a user who buys drinkware and browses men's apparel into a point
+    between the two that matches neither; retrieval per interest keeps both. For each (user,
+    category) pair, with the same decayed event weights as the profile vector (events before as_of
+    only): weight = the pair's summed weight, vector = the L2-normalised weighted sum of its items'
+    embeddings (plain mean of its items if removals cancel it out). Pairs with a summed weight <= 0
+    are not interests. A user keeps their strongest category and every further one holding at least
+    `interest_min_share` of their positive category weight, at most `max_interests`; kept weights are
+    rescaled to sum to 1. Junk categories (`ml.tags.is_junk`) are never interests. A user with no
+    categorised item gets one interest labelled "overall" (weight 1) holding their profile vector,
+    so every profiled user has at least one row.
+
+    Returns columns user_id, interest_rank (1 = strongest), label, weight, n_items, vector
+    (float32), sorted by user and rank.
     """
-    n = len(profiles)
-    exploded = profiles[["user_id", "segment", "tags"]].explode("tags").dropna(subset=["tags"])
-    overall = exploded.groupby("tags")["user_id"].nunique() / max(n, 1)
-    rows = []
-    for seg, members in profiles.groupby("segment", sort=True):
-        size = len(members)
-        seg_tags = exploded[exploded["segment"] == seg].groupby("tags")["user_id"].nunique() / size
-        frame = pd.DataFrame({"share": seg_tags, "lift": seg_tags / overall.reindex(seg_tags.index)})
-        strong = frame[frame["share"] >= 0.2].sort_values(["lift", "share"], ascending=False)
-        if strong.empty:
-            strong = frame.sort_values("share", ascending=False)
-        top = strong.index[:SUMMARY_TAGS].tolist()
-        shown = ", ".join(f"{t} ({frame.loc[t, 'share']:.0%})" for t in top) or "no tags"
-        rows.append({
-            "segment": int(seg),
-            "size": int(size),
-            "share": size / n,
-            "top_tags": top,
-            "description": f"Segment {seg}: {size:,} users ({size / n:.1%}); characteristic tags: {shown}",
-        })
-    summary = pd.DataFrame(rows)
-    if scores:
-        summary.attrs["silhouette_by_k"] = dict(scores)
-    return summary
+    pc = _profiles_cfg(cfg)
+    max_interests = int(pc.get("max_interests", MAX_INTERESTS))
+    min_share = float(pc.get("interest_min_share", INTEREST_MIN_SHARE))
+    if max_interests < 1:
+        raise ValueError(f"profiles.max_interests must be >= 1, got {pc.get('max_interests')!r}")
+    if not 0.0 <= min_share < 1.0:
+        raise ValueError(f"profiles.interest_min_share must be within [0, 1), got {pc.get('interest_min_share')!r}")
+    as_of = _cutoff(as_of)
+    weights, half_life = pc["event_weights"], float(pc["half_life_days"])
+    ev = _before(events, as_of)
+    users, V = user_vectors(ev, item_ids, item_matrix, as_of, weights, half_life)
+    cols = ["user_id", "interest_rank", "label", "weight", "n_items", "vector"]
+    if not users:
+        return pd.DataFrame(columns=cols)
+    item_matrix = np.asarray(item_matrix, dtype=np.float32)
+    index = pd.Index(pd.Series(item_ids, dtype=object).astype(str))
+    ev_item = ev["item_id"].astype(object).where(ev["item_id"].notna(), None)
+    i_idx = index.get_indexer(ev_item)
+    cat = items.drop_duplicates("item_id").assign(item_id=lambda d: d["item_id"].astype(str)).set_index("item_id")
+    label = (ev_item.map(cat["category_path"].map(T.category_key)) if "category_path" in cat
+             else pd.Series(None, index=ev.index, dtype=object))
+    keep = (i_idx >= 0) & label.notna().to_numpy()
+    w = decay_weights(ev["event_type"], ev["ts"], as_of, weights, half_life)[keep]
+    pair_u, pair_l, i_idx = ev["user_id"].to_numpy()[keep], label.to_numpy()[keep], i_idx[keep]
+
+    pairs = pd.DataFrame({"user_id": pair_u, "label": pair_l})
+    pid = pairs.groupby(["user_id", "label"], sort=False).ngroup().to_numpy()
+    n_p, n_i = int(pid.max()) + 1 if len(pid) else 0, len(item_ids)
+    table = pairs.assign(pid=pid).drop_duplicates("pid").sort_values("pid").reset_index(drop=True)
+    table["wsum"] = np.bincount(pid, weights=w, minlength=n_p)
+    table["n_items"] = pd.DataFrame({"p": pid, "i": i_idx}).drop_duplicates().groupby("p").size().reindex(
+        range(n_p), fill_value=0).to_numpy()
+    table = table[table["wsum"] > 0]
+    table["share"] = table["wsum"] / table.groupby("user_id")["wsum"].transform("sum")
+    table = table.sort_values(["user_id", "wsum", "label"], ascending=[True, False, True], kind="mergesort")
+    table["interest_rank"] = table.groupby("user_id").cumcount() + 1
+    table = table[((table["interest_rank"] == 1) | (table["share"] >= min_share))
+                  & (table["interest_rank"] <= max_interests)].copy()
+    table["weight"] = table["wsum"] / table.groupby("user_id")["wsum"].transform("sum")
+
+    W = sparse.csr_matrix((w, (pid, i_idx)), shape=(n_p, n_i))
+    B = sparse.csr_matrix((np.ones(len(pid)), (pid, i_idx)), shape=(n_p, n_i))
+    B.data[:] = 1.0
+    rows = table["pid"].to_numpy()
+    weighted = np.asarray(W[rows] @ item_matrix, dtype=np.float64)
+    plain = np.asarray(B[rows] @ item_matrix, dtype=np.float64)
+    use = np.linalg.norm(weighted, axis=1) > 1e-9
+    vec = np.where(use[:, None], weighted, plain)
+    norms = np.linalg.norm(vec, axis=1, keepdims=True)
+    vec = np.divide(vec, norms, out=np.zeros_like(vec), where=norms > 1e-12).astype(np.float32)
+    out = table[["user_id", "interest_rank", "label", "weight", "n_items"]].assign(vector=list(vec))
+
+    missing = sorted(set(users) - set(out["user_id"]))
+    if missing:
+        row_of = {u: r for r, u in enumerate(users)}
+        n_items = ev[ev["user_id"].isin(missing)].groupby("user_id")["item_id"].nunique().reindex(missing, fill_value=0)
+        overall = pd.DataFrame({"user_id": missing, "interest_rank": 1, "label": OVERALL_INTEREST, "weight": 1.0,
+                                "n_items": n_items.to_numpy(), "vector": [V[row_of[u]] for u in missing]})
+        out = pd.concat([out, overall], ignore_index=True)
+    out = out.sort_values(["user_id", "interest_rank"], kind="mergesort").reset_index(drop=True)
+    return out.astype({"interest_rank": np.int64, "weight": np.float64, "n_items": np.int64})[cols]

@@ -63,6 +63,9 @@ def concat(parts: list[RankingData]) -> RankingData:
                        np.concatenate([p.items for p in parts]), np.vstack([p.sources for p in parts]))
 
 
+TUNABLE = ("learning_rate", "num_leaves", "min_child_samples", "reg_lambda", "colsample_bytree")
+
+
 def train_ranker(train: RankingData, valid: RankingData, cfg: dict, log: Callable[[str], None] = print):
     """LightGBM lambdarank with early stopping on validation NDCG@10. Returns the fitted LGBMRanker."""
     import lightgbm as lgb
@@ -74,8 +77,9 @@ def train_ranker(train: RankingData, valid: RankingData, cfg: dict, log: Callabl
     model = lgb.LGBMRanker(
         objective="lambdarank", n_estimators=int(rcfg["n_estimators"]), learning_rate=float(rcfg["learning_rate"]),
         num_leaves=int(rcfg["num_leaves"]), min_child_samples=int(rcfg["min_child_samples"]),
+        reg_lambda=float(rcfg.get("reg_lambda", 0.0)), colsample_bytree=float(rcfg.get("colsample_bytree", 0.8)),
         random_state=int(rcfg["seed"]), deterministic=True, force_row_wise=True, n_jobs=2, verbose=-1,
-        lambdarank_truncation_level=20, subsample=0.8, subsample_freq=1, colsample_bytree=0.8,
+        lambdarank_truncation_level=20, subsample=0.8, subsample_freq=1,
     )
     model.fit(
         pd.DataFrame(train.X, columns=FEATURES), train.y, group=train.groups,
@@ -86,6 +90,31 @@ def train_ranker(train: RankingData, valid: RankingData, cfg: dict, log: Callabl
     log(f"ranker: best iteration {model.best_iteration_} of {rcfg['n_estimators']}, "
         f"valid ndcg@10 {model.best_score_['valid_0']['ndcg@10']:.4f}")
     return model
+
+
+def tune_ranker(train: RankingData, valid: RankingData, cfg: dict, log: Callable[[str], None] = print,
+                fit: Callable | None = None):
+    """Fit one ranker per `ranker.grid` entry (overrides of TUNABLE keys) and keep the best on validation.
+
+    Selection uses the validation window only (its NDCG@10 at the early-stopping iteration); the
+    test window is never looked at. `fit` defaults to train_ranker. Returns (model, chosen overrides,
+    [(params, valid ndcg@10)]).
+    """
+    grid = cfg["ranker"].get("grid") or [{}]
+    bad = [k for g in grid for k in g if k not in TUNABLE]
+    if bad:
+        raise ValueError(f"ranker.grid: keys {sorted(set(bad))} are not tunable; use {list(TUNABLE)}")
+    tried, best = [], None
+    for params in grid:
+        model = (fit or train_ranker)(train, valid, dict(cfg, ranker=dict(cfg["ranker"], **params)), lambda m: None)
+        score = float(model.best_score_["valid_0"]["ndcg@10"])
+        tried.append((params, score))
+        if best is None or score > best[2]:
+            best = (model, params, score)
+    model, params, score = best
+    log(f"ranker: {len(grid)} configs on validation; best {params or 'defaults'} valid ndcg@10 {score:.4f}, "
+        f"best iteration {model.best_iteration_}")
+    return model, params, tried
 
 
 def booster_scorer(model) -> Scorer:

@@ -38,6 +38,7 @@ from ml.split import Window
 EVENT_COLUMNS = ["user_id", "session_id", "ts", "event_type", "item_id", "price"]
 ITEM_COLUMNS = ["item_id", "title", "category_path", "brand", "price"]
 GA_DEFAULT = Path("data/ga_merch_store/product_events_2016-08_2016-10.parquet")
+UCI_FILE = Path("uci_online_retail/online_retail.csv.gz")  # under the shared datasets folder beside the repo
 
 
 class ReplayUnavailable(RuntimeError):
@@ -67,9 +68,8 @@ def resolve_source(settings, source: str, path: str | None = None) -> ReplaySour
             raise ReplayUnavailable("UCI retail cannot be replayed yet: its adapter "
                                     "(data_contracts/adapters/uci_retail.py) is not in this checkout") from None
         name = getattr(mod, "NAME", "uci_retail")
-        default = getattr(mod, "DEFAULT_PATH", None)
-        p = Path(path) if path else (settings.path(default) if default else None)
-        if p is None or not p.exists():
+        p = Path(path) if path else settings.root.parent / "shared" / "datasets" / UCI_FILE
+        if not p.exists():
             raise ReplayUnavailable(f"UCI retail data not found ({p}); pass --path to the file")
         return ReplaySource("uci", name, p)
     if source in ADAPTERS:
@@ -133,12 +133,18 @@ def step_ends(events: pd.DataFrame, step_days: float, span_days: float, min_hist
     return ends[-max_steps:] if max_steps else ends
 
 
-def replay_config(settings) -> dict:
-    """The run's configuration with the replay's shorter split (weekly steps need weekly windows)."""
+def replay_config(settings, step_days: float | None = None) -> dict:
+    """The run's configuration with the replay's split: `replay.split` (weekly windows for weekly steps), its
+    window lengths scaled to `step_days` when given (monthly steps get monthly windows, so the champion's test
+    window, its drift reference, covers the same span as the step window it is compared with)."""
     import copy
 
     cfg = copy.deepcopy(settings.data)
-    cfg["split"] = dict(cfg["split"], **settings["replay"]["split"])
+    split = dict(cfg["split"], **settings["replay"]["split"])
+    if step_days and float(step_days) != float(split["test_days"]):
+        factor = float(step_days) / float(split["test_days"])
+        split.update({k: float(split[k]) * factor for k in ("test_days", "valid_days", "train_days")})
+    cfg["split"] = split
     return cfg
 
 
@@ -175,9 +181,9 @@ def run_replay(settings, source: str = "ga", path: str | None = None, out_dir: s
     """Walk the source step by step; write `<out>/replay.json` (GA) or `replay_<source>.json` and a plot."""
     t_all = time.time()
     src = resolve_source(settings, source, path)
-    cfg = replay_config(settings)
     rp = settings["replay"]
     step = float(step_days or rp["step_days"].get(src.name, rp["step_days"].get("ga", 7)))
+    cfg = replay_config(settings, step)
     out = Path(out_dir) if out_dir else settings.path(rp["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
     stem = "replay" if src.name == "ga" else f"replay_{src.name}"
@@ -187,7 +193,9 @@ def run_replay(settings, source: str = "ga", path: str | None = None, out_dir: s
         shutil.rmtree(models_dir)
     knobs = {"share_threshold": float(cfg["drift"]["share_threshold"]), "ndcg_drop": float(cfg["drift"]["ndcg_drop"]),
              "tolerance": float(cfg["registry"]["promotion_tolerance"]), "max_rows": int(cfg["drift"]["max_rows"]),
-             "max_users": int(cfg["drift"].get("max_users", 300))}
+             "max_users": int(cfg["drift"].get("max_users", 300)),
+             "column_threshold": float(cfg["drift"]["column_threshold"]),
+             "natural_factor": float(cfg["drift"]["natural_factor"])}
 
     log(f"replay {src.name}: loading {src.path} with {src.adapter}")
     events, items = load_events_items(src, str(cfg["quality"]["earliest_ts"]))
@@ -200,6 +208,22 @@ def run_replay(settings, source: str = "ga", path: str | None = None, out_dir: s
     log(f"{len(events):,} events, {len(items):,} items; {len(ends)} steps of {step:g} days, "
         f"{ends[0]:%Y-%m-%d} .. {ends[-1]:%Y-%m-%d}")
 
+    try:
+        shown_path = str(src.path.resolve().relative_to(settings.root.resolve()))
+    except ValueError:
+        shown_path = str(src.path)
+    json_path = out / f"{stem}.json"
+
+    def _write_payload(records: list[dict], complete: bool) -> dict:
+        payload = {"source": src.name, "adapter": src.adapter, "path": shown_path, "step_days": step,
+                   "split": cfg["split"], "thresholds": knobs, "code_version": registry.code_version(),
+                   "registry_consistent": not registry.verify(models_dir), "complete": complete,
+                   "steps_planned": len(ends), "seconds": round(time.time() - t_all, 1), "steps": records}
+        tmp = json_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(payload, indent=2, default=_json_default))
+        tmp.replace(json_path)
+        return payload
+
     records = []
     for k, end in enumerate(ends):
         t0 = time.time()
@@ -211,17 +235,22 @@ def run_replay(settings, source: str = "ga", path: str | None = None, out_dir: s
                "window_events": int(((cut["ts"] >= window.start)).sum()), "champion_before": champion}
         if champion is None:
             decision = mon.Decision(True, ["bootstrap: no champion yet"])
-            rec.update(drift_share=None, n_drifted=None, drifted_columns=[], prediction_drift=None,
+            rec.update(drift_share=None, n_drifted=None, drifted_columns=[], n_columns=None, drift_share_plain=None,
+                       natural_scale=None, prediction_drift=None,
                        target_drift=None, **{"ndcg@10": None, "champion_ndcg@10": None, "window_users": None})
         else:
             cdir = models_dir / "versions" / champion
             cmetrics = json.loads((cdir / "metrics.json").read_text())
             snap, cur_X = mon.current_feature_rows(cut, items, item_ids, matrix, window, cfg, knobs["max_users"])
             ref_X = mon.champion_reference(cdir, "latest")
-            fd = mon.feature_drift(ref_X, cur_X, max_rows=knobs["max_rows"], share_threshold=knobs["share_threshold"])
+            split = json.loads((cdir / "manifest.json").read_text())["split"]
+            scale = mon.natural_scale(split, window.start)
+            fd = mon.feature_drift(ref_X, cur_X, baseline_X=mon.champion_reference(cdir, "training"),
+                                   natural_scale=scale,
+                                   max_rows=knobs["max_rows"], share_threshold=knobs["share_threshold"],
+                                   column_threshold=knobs["column_threshold"], natural_factor=knobs["natural_factor"])
             pdrift, _ = mon.prediction_drift(mon.onnx_scores(cdir, ref_X), mon.onnx_scores(cdir, cur_X),
                                              max_rows=knobs["max_rows"])
-            split = json.loads((cdir / "manifest.json").read_text())["split"]
             ref_ev = cut[(cut["ts"] >= pd.Timestamp(split["train"][0]["start"]))
                          & (cut["ts"] < pd.Timestamp(split["test"]["start"]))]
             tdrift, _ = mon.target_drift(ref_ev, cut[cut["ts"] >= window.start], max_rows=knobs["max_rows"])
@@ -229,7 +258,13 @@ def run_replay(settings, source: str = "ga", path: str | None = None, out_dir: s
             ndcg_ch = float(cmetrics["ranker"]["ndcg@10"])
             decision = mon.retrain_decision(fd.share_drifted, ndcg_now, ndcg_ch, share_threshold=knobs["share_threshold"],
                                             ndcg_drop=knobs["ndcg_drop"])
+            # the same distances against the fixed column threshold alone (the statistic without the natural
+            # movement allowance), kept to show what the allowance filters out
+            plain = [c for c, info in fd.columns.items()
+                     if info.get("score") is not None and info["score"] >= knobs["column_threshold"]]
             rec.update(drift_share=fd.share_drifted, n_drifted=fd.n_drifted, drifted_columns=fd.drifted_columns,
+                       n_columns=fd.n_columns, drift_share_plain=len(plain) / fd.n_columns if fd.n_columns else 0.0,
+                       natural_scale=scale,
                        prediction_drift=pdrift.columns["score"]["score"],
                        target_drift=tdrift.columns["event_type"]["score"],
                        **{"ndcg@10": ndcg_now, "champion_ndcg@10": ndcg_ch, "window_users": n_users})
@@ -256,17 +291,9 @@ def run_replay(settings, source: str = "ga", path: str | None = None, out_dir: s
             f"ndcg@10 {'-' if nd is None or np.isnan(nd) else f'{nd:.4f}'}, retrained {rec['retrained']}, "
             f"promoted {rec['promoted']} ({rec['seconds']}s) {'; '.join(decision.reasons)}")
         records.append(rec)
+        _write_payload(records, complete=False)  # an interrupted replay keeps the steps it finished
 
-    try:
-        shown_path = str(src.path.resolve().relative_to(settings.root.resolve()))
-    except ValueError:
-        shown_path = str(src.path)
-    payload = {"source": src.name, "adapter": src.adapter, "path": shown_path, "step_days": step,
-               "split": cfg["split"], "thresholds": knobs, "code_version": registry.code_version(),
-               "registry_consistent": not registry.verify(models_dir),
-               "seconds": round(time.time() - t_all, 1), "steps": records}
-    json_path = out / f"{stem}.json"
-    json_path.write_text(json.dumps(payload, indent=2, default=_json_default))
+    payload = _write_payload(records, complete=True)
     png = plot_replay(payload, out / f"{stem}.png")
     log(f"wrote {json_path} and {png} in {payload['seconds']}s")
     return payload
@@ -295,14 +322,22 @@ def plot_replay(payload: dict, path: Path) -> Path:
         return np.array([np.nan if s.get(key) is None else float(s[key]) for s in steps])
 
     drift, ndcg, chal = series("drift_share"), series("ndcg@10"), series("challenger_ndcg@10")
+    plain = series("drift_share_plain")
     retrained = np.array([s["retrained"] for s in steps])
     promoted = np.array([s["promoted"] for s in steps])
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True)
-    a1.plot(x, drift, "o-", color="tab:blue", label="drifted-column share (champion vs step window)")
+    a1.plot(x, drift, "o-", color="tab:blue",
+            label="drift share: features drifted beyond their natural movement (champion vs step window)")
+    if not np.all(np.isnan(plain)):
+        a1.plot(x, plain, "o:", color="tab:gray", alpha=0.7, label="plain share (distance >= column threshold only)")
     a1.axhline(payload["thresholds"]["share_threshold"], color="tab:red", ls="--", lw=1, label="retrain threshold")
     a1.set_ylabel("drift share")
     a1.set_ylim(0, 1)
     a2.plot(x, ndcg, "o-", color="tab:green", label="champion NDCG@10 on the step window")
+    floor = series("champion_ndcg@10") - float(payload["thresholds"].get("ndcg_drop", np.nan))
+    if not np.all(np.isnan(floor)):
+        a2.step(x, floor, "--", where="mid", color="tab:red", lw=1,
+                label="retrain below: champion's own NDCG@10 - ndcg_drop")
     a2.plot(x[retrained], chal[retrained], "^", color="tab:orange", ms=10, label="retrained: challenger NDCG@10")
     a2.plot(x[promoted], chal[promoted], "*", color="black", ms=14, label="promoted")
     refused = retrained & ~promoted

@@ -15,12 +15,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ml.reviews import REVIEW_FEATURES, review_aggregates
+
 UI_FEATURES = ["ui_n_view", "ui_n_click", "ui_n_cart", "ui_n_remove", "ui_n_checkout", "ui_n_purchase",
                "ui_score", "ui_days_since_last", "ui_in_last_session"]
 ITEM_FEATURES = ["it_pop_7d", "it_pop_30d", "it_pop_all", "it_target_7d", "it_cart_rate",
                  "it_purchase_rate", "it_price", "it_age_days", "it_trend"]
+ITEM_FEATURES += ["it_n_reviews", "it_mean_rating", "it_mean_sentiment"]  # ml.reviews.review_aggregates
 USER_FEATURES = ["u_n_events", "u_n_items", "u_n_sessions", "u_days_since_last", "u_days_since_first",
                  "u_n_carts", "u_n_purchases", "u_avg_price"]
+USER_FEATURES += ["u_n_reviews", "u_mean_rating", "u_mean_sentiment"]  # ml.reviews.review_aggregates
 _UI_TYPES = {"view": "ui_n_view", "click": "ui_n_click", "cart": "ui_n_cart",
              "remove_from_cart": "ui_n_remove", "checkout": "ui_n_checkout", "purchase": "ui_n_purchase"}
 MISSING = -1.0  # sentinel instead of NaN: identical handling in LightGBM and the ONNX tree ensemble
@@ -56,6 +60,13 @@ class Snapshot:
     brand_id: np.ndarray
     brand_w: np.ndarray
     meta: dict = field(default_factory=dict)
+    # peer signals (ml.candidates sources "als" / "itemknn"); defaults keep older saved snapshots loadable
+    knn_ptr: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
+    knn_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    knn_w: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    als_item: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # item factors
+    als_gram: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # YtY + reg*I
+    als_alpha: np.ndarray = field(default_factory=lambda: np.ones(1, np.float32))       # confidence scale
 
     def __post_init__(self) -> None:
         self.item_index = {str(i): n for n, i in enumerate(self.item_ids)}
@@ -74,6 +85,12 @@ class Snapshot:
     def neighbors(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         s, e = self.covis_ptr[i], self.covis_ptr[i + 1]
         return self.covis_idx[s:e], self.covis_w[s:e]
+
+    def knn_neighbors(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        if i + 1 >= len(self.knn_ptr):
+            return self.knn_idx[:0], self.knn_w[:0]
+        s, e = self.knn_ptr[i], self.knn_ptr[i + 1]
+        return self.knn_idx[s:e], self.knn_w[s:e]
 
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
@@ -110,7 +127,8 @@ def build_snapshot(events: pd.DataFrame, items: pd.DataFrame, item_ids: list[str
                    user_ids: list[str], user_matrix: np.ndarray, as_of, cfg: dict) -> Snapshot:
     """State as of `as_of` from events strictly before it.
 
-    events: canonical columns user_id, session_id, ts, event_type, item_id, price.
+    events: canonical columns user_id, session_id, ts, event_type, item_id, price; optional rating and
+    sentiment (review events: ml.reviews) feed the review features, which are 0 where a source has no reviews.
     items: item_id, category_path, brand, price. item_ids/item_matrix: the embedding table (catalog order).
     user_ids/user_matrix: profile vectors as of the same cutoff (ml.profiles.user_vectors).
     cfg: the resolved `persona.yaml` dict (profiles.event_weights, profiles.half_life_days, candidates.*).
@@ -148,6 +166,8 @@ def build_snapshot(events: pd.DataFrame, items: pd.DataFrame, item_ids: list[str
     first_seen = ev.groupby("i")["age_days"].max().reindex(range(n_items)).to_numpy()
     it[:, 7] = np.where(np.isnan(first_seen), 0.0, first_seen)
     it[:, 8] = (it[:, 0] * 30 / 7) / np.maximum(it[:, 1], 1)
+    rev_cols = [ITEM_FEATURES.index(f"it_{f}") for f in REVIEW_FEATURES]
+    it[:, rev_cols] = review_aggregates(ev, as_of, "i").reindex(range(n_items)).fillna(0.0)[REVIEW_FEATURES].to_numpy()
     pop_score = it[:, 3] * 1e6 + per_item(ev["event_type"].isin(targets)) * 1e2 + it[:, 2] * 1e-6
     pop_order = np.argsort(-pop_score, kind="stable").astype(np.int32)
 
@@ -177,6 +197,8 @@ def build_snapshot(events: pd.DataFrame, items: pd.DataFrame, item_ids: list[str
     avg_price = uev.assign(p=uev["price"].where(uev["price"] > 0)).groupby("u")["p"].mean()
     uf[:, 7] = MISSING
     uf[avg_price.index.to_numpy(), 7] = avg_price.fillna(MISSING).to_numpy()
+    rev_cols = [USER_FEATURES.index(f"u_{f}") for f in REVIEW_FEATURES]
+    uf[:, rev_cols] = review_aggregates(uev, as_of, "u").reindex(range(n_users)).fillna(0.0)[REVIEW_FEATURES].to_numpy()
 
     # last session per user (by its latest event)
     last_session = uev.sort_values("ts").groupby("u")["session_id"].last()
@@ -220,7 +242,7 @@ def build_snapshot(events: pd.DataFrame, items: pd.DataFrame, item_ids: list[str
         cat_ptr=aff["cat"][0], cat_id=aff["cat"][1], cat_w=aff["cat"][2],
         top_ptr=aff["top"][0], top_id=aff["top"][1], top_w=aff["top"][2],
         brand_ptr=aff["brand"][0], brand_id=aff["brand"][1], brand_w=aff["brand"][2],
-        meta=meta,
+        meta=meta, **_peer_arrays(ev, n_items, hist_ptr, hist_item, hist_feat, cfg["candidates"]),
     )
 
 
@@ -252,3 +274,63 @@ def _covisitation(ev: pd.DataFrame, n_items: int, ccfg: dict) -> tuple[np.ndarra
         con.close()
     ptr = _csr(pairs["i"].to_numpy(np.int64), n_items)
     return ptr, pairs["j"].to_numpy(np.int32), pairs["w"].to_numpy(np.float32)
+
+
+def _peer_arrays(ev: pd.DataFrame, n_items: int, hist_ptr: np.ndarray, hist_item: np.ndarray,
+                 hist_feat: np.ndarray, ccfg: dict) -> dict:
+    """Item-kNN neighbours over whole histories and ALS item factors, both from events before the cutoff.
+
+    Only item-side arrays are stored: a user's ALS vector is folded in from their history at scoring
+    time (ml.candidates.als_user_vector), so serving (and online users) need numpy alone.
+    """
+    out = dict(zip(("knn_ptr", "knn_idx", "knn_w"), _item_knn(ev, n_items, int(ccfg.get("knn_top_neighbors", 100)))))
+    factors = int(ccfg.get("als_factors", 0))
+    if factors <= 0 or len(hist_item) == 0:
+        return out
+    import scipy.sparse as sp
+    from threadpoolctl import threadpool_limits
+
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    alpha = float(ccfg.get("als_alpha", 1.0))
+    reg = float(ccfg.get("als_regularization", 0.1))
+    n_users = len(hist_ptr) - 1
+    rows = np.repeat(np.arange(n_users), np.diff(hist_ptr))
+    conf = (np.clip(hist_feat[:, 6], 0, None) + 1.0) * alpha  # as ml.peers.interaction_matrix, times alpha
+    X = sp.csr_matrix((conf.astype(np.float32), (rows, hist_item)), shape=(n_users, n_items))
+    with threadpool_limits(1):
+        model = AlternatingLeastSquares(factors=factors, regularization=reg,
+                                        iterations=int(ccfg.get("als_iterations", 15)),
+                                        random_state=int(ccfg.get("als_seed", 0)), num_threads=1)
+        model.fit(X, show_progress=False)
+    Y = np.ascontiguousarray(model.item_factors, dtype=np.float32)
+    out["als_item"] = Y
+    out["als_gram"] = (Y.T.astype(np.float64) @ Y + reg * np.eye(Y.shape[1])).astype(np.float32)
+    out["als_alpha"] = np.array([alpha], dtype=np.float32)
+    return out
+
+
+def _item_knn(ev: pd.DataFrame, n_items: int, top_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Item -> top-K items touched by the same visitor at any time (cosine n_ij / sqrt(n_i n_j)).
+
+    Unlike co-visitation (a time window), this links items across a visitor's whole history: the
+    signal for shops where the same customer buys related items weeks apart.
+    """
+    import scipy.sparse as sp
+
+    actor = ev["user_id"].astype(object).where(ev["user_id"].notna(), "s:" + ev["session_id"].astype(str))
+    a_codes, _ = pd.factorize(actor)
+    pairs = pd.DataFrame({"a": a_codes, "i": ev["i"].to_numpy()}).drop_duplicates()
+    B = sp.csr_matrix((np.ones(len(pairs), np.float32), (pairs["a"].to_numpy(), pairs["i"].to_numpy())),
+                      shape=(int(a_codes.max(initial=-1)) + 1, n_items))
+    n = np.asarray(B.sum(axis=0)).ravel().astype(np.float64)
+    C = (B.T @ B).tocoo()
+    keep = C.row != C.col
+    r, c, v = C.row[keep], C.col[keep], C.data[keep].astype(np.float64)
+    w = v / np.sqrt(n[r] * n[c])
+    order = np.lexsort((c, -w, r))
+    r, c, w = r[order].astype(np.int64), c[order], w[order]
+    rank = np.arange(len(r)) - _csr(r, n_items)[r]
+    keep = rank < top_k
+    return _csr(r[keep], n_items), c[keep].astype(np.int32), w[keep].astype(np.float32)
+

@@ -7,6 +7,7 @@ every rule is deliberately simple, documented here, and computed only from event
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -15,47 +16,69 @@ import pandas as pd
 from ml.embeddings import is_missing
 
 CATEGORY_DEPTH = 2
-# Placeholder values shops and analytics tools write when the category is unknown.
-JUNK_CATEGORY_VALUES = {"", "(not set)", "not set", "(none)", "none", "null", "nan", "undefined", "unknown",
-                        "n/a", "na", "-"}
+# Values shops and analytics tools write when a field is unknown, compared after `_normalise`
+# (lower case, outer brackets/quotes/spaces stripped, so "(not set)" and "[Unavailable]" both match).
+JUNK_VALUES = frozenset({"", "not set", "notset", "none", "null", "nil", "nan", "undefined", "unknown", "n/a", "na",
+                         "n.a.", "-", "--", "?", "unavailable", "not available", "not_available", "missing",
+                         "no category", "uncategorized", "uncategorised", "default category"})
+# Junk words that contain the path separator themselves ("Apparel/N/A" must not become "N/A").
+_SLASHED_JUNK = re.compile(r"(?i)(?:^|(?<=/))\s*[(\[]?(?:"
+                           + "|".join(re.escape(v) for v in sorted(JUNK_VALUES) if "/" in v)
+                           + r")[)\]]?\s*(?=/|$)")
+# Unrendered template syntax ("${escCatTitle}", "{{ category }}", "%CATEGORY%", "[[cat]]").
+TEMPLATE_MARKERS = ("${", "{{", "}}", "{%", "[[", "<%")
 SITE_ROOTS = {"home", "all", "all products"}
 # Navigation trees that group by brand, not by product kind: the brand tag covers them.
 BRAND_NAVIGATION_ROOTS = {"shop by brand", "brands", "brand"}
 PRICE_BANDS = ("budget", "mid", "premium")
 ACTIVITY_LEVELS = ("low", "medium", "high")
 LIFECYCLE_STAGES = ("new", "active", "at_risk", "lapsed")
+INTENT_TAG = "intent:cart_open"
+
+
+def _normalise(value: Any) -> str:
+    return str(value).strip().strip("()[]<>\"' ").strip().lower()
+
+
+def is_junk(value: Any) -> bool:
+    """True for values that mean "unknown" and must never become a tag or an interest label.
+
+    The one junk rule for categories, category levels and brands: missing values, placeholder words
+    ("(not set)", "Unavailable", "N/A", ...), unrendered templates ("${escCatTitle}") and
+    "%NAME%"-style macros.
+    """
+    if is_missing(value):
+        return True
+    text = str(value).strip()
+    if any(m in text for m in TEMPLATE_MARKERS):
+        return True
+    if len(text) > 2 and text.startswith("%") and text.endswith("%"):
+        return True
+    return _normalise(text) in JUNK_VALUES
 
 
 def category_key(category_path: Any, depth: int = CATEGORY_DEPTH) -> str | None:
     """The category a tag names: the first `depth` levels of the '/'-separated path.
 
     Two levels ("Apparel/Men's") are specific enough to act on and broad enough to be shared by
-    many users. Null, placeholder values ("(not set)", templating leftovers containing '${' or
-    '{{'), a bare root such as "Home", and brand-navigation paths ("Shop by Brand/YouTube") give
-    None, so junk never becomes a tag.
+    many users. Junk (see `is_junk`: null, "(not set)", "Unavailable", "${escCatTitle}") anywhere
+    in the path, a bare root such as "Home", and brand-navigation paths ("Shop by Brand/YouTube")
+    give None or are skipped, so junk never becomes a tag.
     """
-    if is_missing(category_path):
+    if is_junk(category_path):
         return None
-    text = str(category_path).strip()
-    if "${" in text or "{{" in text:
-        return None
-    levels = [p.strip() for p in text.split("/") if p.strip()]
+    levels = [p.strip() for p in _SLASHED_JUNK.sub("", str(category_path)).split("/") if p.strip()]
     while levels and levels[0].lower() in SITE_ROOTS:
         levels = levels[1:]
-    levels = [p for p in levels if p.lower() not in JUNK_CATEGORY_VALUES]
+    levels = [p for p in levels if not is_junk(p)]
     if not levels or levels[0].lower() in BRAND_NAVIGATION_ROOTS:
         return None
     return "/".join(levels[:depth])
 
 
 def clean_brand(brand: Any) -> str | None:
-    """A brand worth a tag: null and placeholder values ("(not set)", "unknown") are dropped."""
-    if is_missing(brand):
-        return None
-    text = str(brand).strip()
-    if text.lower() in JUNK_CATEGORY_VALUES or "${" in text:
-        return None
-    return text
+    """A brand worth a tag, or None for junk (`is_junk`)."""
+    return None if is_junk(brand) else str(brand).strip()
 
 
 def top_keys(users: np.ndarray, keys: np.ndarray, weights: np.ndarray, n: int) -> dict[Any, list[str]]:
@@ -149,5 +172,5 @@ def make_tags(categories: list[str], brands: list[str], price: str | None, activ
     if lifecycle:
         tags.append(f"lifecycle:{lifecycle}")
     if purchase_intent:
-        tags.append("intent:purchase")
+        tags.append(INTENT_TAG)
     return tags

@@ -1,6 +1,12 @@
-"""Blocking data-quality checks on the raw tables (Great Expectations suites + quarantine rate).
-A failing check stops everything downstream in the run and appends an alert to the JSONL log
-(and the webhook, when configured).
+"""Data-quality checks: Great Expectations suites on the raw tables and on every dbt mart, plus the
+quarantine rate.
+
+Blocking checks (severity ERROR: the raw suites, `quarantine_rate`, each mart's `<mart>_contract` with the
+suite's critical expectations) stop everything downstream in the run when they fail. WARN checks (each mart's
+`<mart>_plausibility` with the suite's warning expectations: session length, events per session, share of
+anonymous events, price ceiling) let downstream run. Either kind appends an alert with its severity
+("error" / "warn") to the JSONL log (and the webhook, when configured) and leaves the expectation-by-
+expectation table as check metadata.
 """
 
 
@@ -11,8 +17,9 @@ from orchestration.resources import PersonaConfig, Warehouse
 from persona.alerts import Alert, send_alert
 
 
-def _alert(settings, asset: str, check: str, message: str, counts: dict, samples: list[dict]) -> None:
-    send_alert(Alert("error", asset, check, message, counts, samples[:5]),
+def _alert(settings, asset: str, check: str, message: str, counts: dict, samples: list[dict],
+           severity: str = "error") -> None:
+    send_alert(Alert(severity, asset, check, message, counts, samples[:5]),
                jsonl_path=settings.alerts_path, webhook_url=settings["alerts"]["webhook_url"])
 
 
@@ -113,3 +120,68 @@ def quarantine_rate(persona: PersonaConfig, warehouse: Warehouse) -> AssetCheckR
         "rows_in": rows_in, "accepted": accepted, "quarantined": quarantined, "rate": rate, "limit": limit,
         "files": MetadataValue.md("\n".join(table)),
         "reasons": MetadataValue.json(dict(zip(reasons["reason"], map(int, reasons["n"]))) if len(reasons) else {})})
+
+
+# --------------------------------------------------------------------------------------------------
+# dbt marts: one GE suite each (data_contracts/suites/<mart>.json), split by expectation severity
+# --------------------------------------------------------------------------------------------------
+
+def _mart_check(persona: PersonaConfig, warehouse: Warehouse, mart: str, severity: str) -> AssetCheckResult:
+    from data_contracts.expectations import suite_columns, validate
+
+    settings = persona.settings()
+    columns = ", ".join(f'"{c}"' for c in suite_columns(mart, severity))
+    df = warehouse.read(settings, f'select {columns} from "{mart}"')
+    summary = validate(df, mart, severity=severity, mart_limits=settings["quality"].get("marts"))
+    blocking = severity == "critical"
+    check = f"{mart}_{'contract' if blocking else 'plausibility'}"
+    if not summary.success:
+        failed = summary.failed
+        _alert(settings, mart, check,
+               f"{len(failed)} {severity} expectation(s) failed on {mart} ({summary.n_rows:,} rows)"
+               + ("" if blocking else "; downstream continues"),
+               {"rows": summary.n_rows, "failed_expectations": len(failed)},
+               [{k: r.get(k) for k in ("expectation", "column", "kwargs", "unexpected_count", "samples")}
+                for r in failed], severity="error" if blocking else "warn")
+    return AssetCheckResult(
+        passed=summary.success, severity=AssetCheckSeverity.ERROR if blocking else AssetCheckSeverity.WARN,
+        metadata={"rows": summary.n_rows, "expectations": len(summary.results), "failed": len(summary.failed),
+                  "results": MetadataValue.md(summary.to_markdown())})
+
+
+def _mart_checks(mart: str, what: str) -> tuple:
+    """`<mart>_contract` (blocking) and, when the suite has warning expectations, `<mart>_plausibility` (WARN)."""
+    from data_contracts.expectations import has_expectations
+
+    @asset_check(asset=AssetKey(mart), name=f"{mart}_contract", blocking=True,
+                 description=f"Great Expectations suite `{mart}`, critical expectations: {what}. "
+                             "A failure stops everything downstream.")
+    def contract(persona: PersonaConfig, warehouse: Warehouse) -> AssetCheckResult:
+        return _mart_check(persona, warehouse, mart, "critical")
+
+    if not has_expectations(mart, "warning"):
+        return contract, None
+
+    @asset_check(asset=AssetKey(mart), name=f"{mart}_plausibility", blocking=False,
+                 description=f"Great Expectations suite `{mart}`, warning expectations (limits in quality.marts). "
+                             "A failure alerts (severity warn) and lets downstream run.")
+    def plausibility(persona: PersonaConfig, warehouse: Warehouse) -> AssetCheckResult:
+        return _mart_check(persona, warehouse, mart, "warning")
+
+    return contract, plausibility
+
+
+fct_events_contract, fct_events_plausibility = _mart_checks(
+    "fct_events", "at least min_rows rows, event_id unique and non-null, session and time present, canonical "
+                  "event types, an item on every non-search event")
+fct_sessions_contract, fct_sessions_plausibility = _mart_checks(
+    "fct_sessions", "at least min_rows rows, session_id unique and non-null, n_events >= 1, duration >= 0")
+fct_user_item_interactions_contract, _ = _mart_checks(
+    "fct_user_item_interactions", "at least min_rows rows, (user_id, item_id) unique and non-null, n_events >= 1, "
+                                  "weighted_score present")
+dim_users_contract, _ = _mart_checks(
+    "dim_users", "at least min_rows rows, user_id unique and non-null, n_events >= 1, recency and monetary >= 0")
+dim_items_contract, dim_items_plausibility = _mart_checks(
+    "dim_items", "at least min_rows rows, item_id unique and non-null, popularity >= 0, funnel rates in [0, 1]")
+fct_item_covisitation_contract, _ = _mart_checks(
+    "fct_item_covisitation", "(item_id, other_item_id) unique and non-null, weight in (0, 1], rank_in_item >= 1")

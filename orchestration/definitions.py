@@ -7,7 +7,7 @@ from dagster import Definitions, load_asset_checks_from_modules, load_assets_fro
 from dagster_dbt import DbtCliResource
 
 from orchestration import checks
-from orchestration.assets import dbt, ingest, monitoring, profiles, ranking
+from orchestration.assets import dbt, ingest, monitoring, profiles, ranking, refinement, reviews
 from orchestration.dbt_project import dbt_project
 from orchestration.jobs import drift_check_job, full_job, retrain_job
 from orchestration.resources import PersonaConfig, Warehouse
@@ -15,7 +15,7 @@ from orchestration.schedules import daily_full, hourly_drift
 from orchestration.inbox import inbox_sensor
 from orchestration.sensors import drift_retrain_sensor
 
-_modules = [ingest, dbt, profiles, ranking, monitoring]
+_modules = [ingest, dbt, profiles, ranking, monitoring, reviews, refinement]
 
 defs = Definitions(
     assets=load_assets_from_modules(_modules),

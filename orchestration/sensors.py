@@ -4,7 +4,8 @@ Every time `champion_monitoring` materializes (hourly drift check, daily run, or
 `feature_drift.drift_share` and `champion_performance.ndcg@10` / `champion_ndcg@10` from that materialization's
 metadata and applies `ml.monitoring.retrain_decision` with the *current* configuration:
 
-- drifted-column share >= `drift.share_threshold`, or
+- drift share (the share of features drifted beyond their natural movement, `ml.monitoring.feature_drift`)
+  >= `drift.share_threshold`, or
 - NDCG@10 on the latest labelled window below the champion's training-time NDCG@10 by >= `drift.ndcg_drop`
 
 -> one `persona_retrain` run. The cursor is the last materialization read, so each drift check is decided once;
@@ -64,9 +65,9 @@ def evaluate(instance, cursor: str | None, settings=None) -> tuple[list[RunReque
 
 @sensor(job=retrain_job, minimum_interval_seconds=300,
         default_status=DefaultSensorStatus.RUNNING,
-        description="Launches persona_retrain when the latest champion monitors show a drifted-column share at or "
-                    "above drift.share_threshold, or an NDCG@10 drop of drift.ndcg_drop or more on the latest "
-                    "labelled window.")
+        description="Launches persona_retrain when the latest champion monitors show a share of features drifted "
+                    "beyond their natural movement at or above drift.share_threshold, or an NDCG@10 drop of "
+                    "drift.ndcg_drop or more on the latest labelled window.")
 def drift_retrain_sensor(context: SensorEvaluationContext):
     requests, cursor, why = evaluate(context.instance, context.cursor)
     context.log.info(why)

@@ -42,11 +42,15 @@ DEFAULTS: dict[str, Any] = {
         "max_quarantine_rate_by_source": {},  # per-source override of max_quarantine_rate, by adapter/source name
         "max_text_lengths": {"title": 500, "description": 5000, "query": 500, "review_text": 10000},
         "mask_pii": True,  # mask e-mail addresses / phone numbers in free text (review_text, query)
+        # limits of the dbt marts' GE suites (data_contracts/expectations.py): min_rows fails the blocking
+        # <mart>_contract checks; the others are plausibility bounds of the WARN <mart>_plausibility checks
+        "marts": {"min_rows": 1, "max_session_hours": 24, "max_session_events": 2000, "max_anonymous_share": 0.5,
+                  "max_price": 10000},
     },
     "alerts": {"jsonl": "artifacts/alerts.jsonl", "webhook_url": None},
     # user/session ids -> HMAC-SHA256 pseudonyms at ingestion (data_contracts/privacy.py). Key: $PERSONA_PSEUDONYM_KEY
     # or key_file (created 0600 on first use, must be outside the warehouse folder).
-    "privacy": {"pseudonymize": False, "key_file": "~/.config/persona/pseudonym.key"},
+    "privacy": {"pseudonymize": True, "key_file": "~/.config/persona/pseudonym.key"},
     "encoder": {
         "model": "bundled:all-MiniLM-L6-v2",
         "batch_size": 64,
@@ -72,6 +76,9 @@ DEFAULTS: dict[str, Any] = {
         "k_max": 8,
         "silhouette_sample": 4000,
         "lifecycle_days": {"new": 14, "active": 14, "at_risk": 45},
+        "intent_days": 7,            # intent:cart_open = cart/checkout in this many days, no purchase after it
+        "max_interests": 3,          # interest vectors per user (table user_interests)
+        "interest_min_share": 0.15,  # a further interest needs this share of the user's category weight
     },
     "candidates": {
         "covisitation": 50,
@@ -81,6 +88,13 @@ DEFAULTS: dict[str, Any] = {
         "covis_window_hours": 24,
         "covis_top_neighbors": 50,
         "popularity_days": 7,
+        "als": 50,                 # top of an ALS model fitted on the snapshot (0 = source off)
+        "itemknn": 50,             # neighbours of the whole history (0 = source off)
+        "knn_top_neighbors": 100,
+        "als_factors": 64,         # 0 = no ALS factors (no source, zero als_* features)
+        "als_regularization": 0.01,
+        "als_alpha": 10.0,
+        "als_iterations": 15,
     },
     "ranker": {
         "n_estimators": 400,
@@ -89,11 +103,23 @@ DEFAULTS: dict[str, Any] = {
         "min_child_samples": 20,
         "early_stopping_rounds": 40,
         "seed": 42,
+        "reg_lambda": 0.0,
+        "colsample_bytree": 0.8,
+        # overrides tried by ml.ranker.tune_ranker; the best on the validation window is kept
+        "grid": [{}, {"num_leaves": 15, "min_child_samples": 50},
+                 {"num_leaves": 63, "min_child_samples": 50, "learning_rate": 0.03},
+                 {"num_leaves": 7, "min_child_samples": 100, "learning_rate": 0.03, "reg_lambda": 5.0}],
     },
     "evaluation": {"bootstrap": 1000, "seed": 7},
+    # two-tower profile refinement (ml/refine.py; asset refined_profiles). Kept because it beat the unrefined
+    # profile on GA test Recall@20 with the paired CI above zero (bench/results/refinement.md).
+    "refinement": {"enabled": True, "item_tower": "fused", "user_tower": "attention", "epochs": 4,
+                   "batch_size": 256, "lr": 0.002, "temperature": 0.05, "max_history": 50,
+                   "max_examples": 30000, "seed": 0, "device": "auto"},
     "registry": {"promotion_tolerance": 0.0},
     "onnx": {"target_opset": 15, "parity_tolerance": 1e-4},
-    "drift": {"max_rows": 5000, "share_threshold": 0.3, "ndcg_drop": 0.05, "window_days": None, "max_users": 300},
+    "drift": {"max_rows": 5000, "share_threshold": 0.2, "column_threshold": 0.1, "natural_factor": 2.0,
+              "ndcg_drop": 0.05, "window_days": None, "max_users": 300},
     "replay": {"step_days": {"ga": 7, "uci": 30},
                "split": {"test_days": 7, "valid_days": 7, "train_days": 7, "train_windows": 3},
                "min_history_days": 14, "out_dir": "artifacts"},
@@ -247,3 +273,11 @@ def _validate(data: dict, source_file: Path | None) -> None:
             or not isinstance(v, int) or isinstance(v, bool) or v <= 0 for k, v in lengths.items()):
         raise ConfigError(f"{where}: quality.max_text_lengths must map title/description/query/review_text to "
                           f"positive integers, got {lengths!r}")
+    marts = data["quality"].get("marts") or {}
+    known = ("min_rows", "max_session_hours", "max_session_events", "max_anonymous_share", "max_price")
+    if not isinstance(marts, dict) or any(k not in known or not isinstance(v, (int, float)) or isinstance(v, bool)
+                                          or v < 0 for k, v in marts.items()):
+        raise ConfigError(f"{where}: quality.marts must map {', '.join(known)} to non-negative numbers, got {marts!r}")
+    if marts.get("max_anonymous_share", 0) > 1:
+        raise ConfigError(f"{where}: quality.marts.max_anonymous_share must be within [0, 1], "
+                          f"got {marts['max_anonymous_share']!r}")

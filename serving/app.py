@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -30,6 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from ml import registry
+from data_contracts.privacy import PrivacyError, Pseudonymizer
 from persona.config import Settings, load_settings
 from serving.bundle import ModelBundle, ModelVersionError, Ranked, UnknownId
 from serving.metrics import Metrics, PredictionLog
@@ -86,6 +88,8 @@ class ProfileResponse(BaseModel):
     activity_level: str | None = None
     lifecycle_stage: str | None = None
     purchase_intent: bool | None = None
+    batch_interests: list[dict] | None = Field(None, description="the nightly profile's interests (user_interests "
+                                                                  "table): one per category cluster, label and weight")
 
 
 class EventIn(BaseModel):
@@ -118,14 +122,26 @@ class ServingState:
         self.models_dir = models_dir
         self.metrics = Metrics()
         self.providers = list(self.cfg["providers"]) if self.cfg.get("providers") else None
+        # raw shop ids at the door -> the ids the warehouse and the model hold (privacy.pseudonymize)
+        self.pseudo = Pseudonymizer.from_settings(settings, create=False)
         self.inbox = EventInbox(settings.path(self.cfg["inbox"]))
-        self.online = OnlineStore(self.inbox.read())
+        self.online = OnlineStore([self.stored_event(e) for e in self.inbox.read()])
         self.predictions = PredictionLog(settings.path(self.cfg["prediction_log"]),
                                          float(self.cfg["prediction_log_sample_rate"]))
         self.bundle = self._load(registry.champion_dir(models_dir))
         self.metrics.set_model(self.bundle.version)
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
+
+    def stored_id(self, raw: str | None) -> str | None:
+        """The id the model knows for a shop's raw user id (its keyed hash when pseudonymization is on)."""
+        return self.pseudo.user_id(raw)
+
+    def stored_event(self, e: OnlineEvent) -> OnlineEvent:
+        """An inbox event (raw ids, as the shop sent them) as the online store keys it."""
+        if not self.pseudo.enabled:
+            return e
+        return replace(e, user_id=self.pseudo.user_id(e.user_id), session_id=self.pseudo.session_id(e.session_id))
 
     def _load(self, version_dir: Path) -> ModelBundle:
         return ModelBundle(version_dir, self.settings.data, providers=self.providers)
@@ -241,7 +257,7 @@ def create_app(models_dir: str | Path | None = None, settings: Settings | None =
     scfg = settings["serving"]
     try:
         state = ServingState(settings, models_dir)
-    except (registry.RegistryError, ModelVersionError) as exc:
+    except (registry.RegistryError, ModelVersionError, PrivacyError) as exc:
         raise SystemExit(f"persona serve: {exc}") from None
     log.info("serving %s (ranker providers %s)", state.bundle.version, state.bundle.scorer.providers)
     max_q = int(scfg["search"]["max_query_chars"])
@@ -280,7 +296,7 @@ def create_app(models_dir: str | Path | None = None, settings: Settings | None =
     EXPLAIN = Query(False, description="per item: candidate sources and top contributing features")
 
     @app.get("/health", tags=["ops"])
-    def health() -> dict:
+    async def health() -> dict:
         """Liveness: the process answers and a model is loaded."""
         b = state.bundle
         return {"status": "ok", "model_version": b.version, "providers": b.scorer.providers,
@@ -302,16 +318,17 @@ def create_app(models_dir: str | Path | None = None, settings: Settings | None =
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @v1.get("/recommendations", response_model=RecommendationsResponse, tags=["recommendations"])
-    def recommendations(user_id: str = Query(..., min_length=1, max_length=256), k: int = K,
+    async def recommendations(user_id: str = Query(..., min_length=1, max_length=256), k: int = K,
                         exclude_purchased: bool = Query(False, description="drop items the user already bought"),
                         explain: bool = EXPLAIN):
         """Top-k for a user: the ranker over the user's candidates (posted events included at once);
         unknown users get the most popular items (strategy `fallback`)."""
         user_id = _not_blank(user_id, "user_id")
+        stored = state.stored_id(user_id)
         b = state.bundle
-        r = b.recommend(user_id, k, state.online, exclude_purchased=exclude_purchased, explain=explain)
+        r = b.recommend(stored, k, state.online, exclude_purchased=exclude_purchased, explain=explain)
         state.metrics.strategy.labels("recommendations", r.strategy).inc()
-        state.predictions.maybe_log("recommendations", b.version, r.strategy, user_id, r.items, r.scores)
+        state.predictions.maybe_log("recommendations", b.version, r.strategy, stored, r.items, r.scores)
         return JSONResponse(_ranked_body(b, r, user_id=user_id))
 
     @v1.get("/search", response_model=SearchResponse, tags=["search"])
@@ -322,20 +339,26 @@ def create_app(models_dir: str | Path | None = None, settings: Settings | None =
         `personalized`); without a known user, by the query alone (`query_only`)."""
         q = _not_blank(q, "q")
         user_id = _not_blank(user_id, "user_id")
+        stored = state.stored_id(user_id)
         b = state.bundle
-        r = b.search(user_id, q, k, state.online, explain=explain)
+        r = b.search(stored, q, k, state.online, explain=explain)
         state.metrics.strategy.labels("search", r.strategy).inc()
-        state.predictions.maybe_log("search", b.version, r.strategy, user_id, r.items, r.scores, q=q)
+        state.predictions.maybe_log("search", b.version, r.strategy, stored, r.items, r.scores, q=q)
         return JSONResponse(_ranked_body(b, r, user_id=user_id, q=q))
 
     @v1.get("/users/{user_id}/profile", response_model=ProfileResponse, tags=["profiles"])
-    def profile(user_id: str = PathParam(..., min_length=1, max_length=256)):
+    async def profile(user_id: str = PathParam(..., min_length=1, max_length=256)):
         """Segment and tags from the batch profile; interests and recent items live (posted events count)."""
         user_id = _not_blank(user_id, "user_id")
-        return JSONResponse(state.bundle.profile(user_id, state.online))
+        stored = state.stored_id(user_id)
+        try:
+            body = state.bundle.profile(stored, state.online)
+        except UnknownId as exc:  # name the id the caller sent, not its pseudonym
+            raise UnknownId(str(exc).replace(repr(stored), repr(user_id))) from None
+        return JSONResponse(dict(body, user_id=user_id))
 
     @v1.get("/items/{item_id}/similar", response_model=SimilarResponse, tags=["items"])
-    def similar(item_id: str = PathParam(..., min_length=1, max_length=256), k: int = K, explain: bool = EXPLAIN):
+    async def similar(item_id: str = PathParam(..., min_length=1, max_length=256), k: int = K, explain: bool = EXPLAIN):
         """Items seen together with it (co-visitation) and close in content (text embedding): an item
         without events is still reachable by content (strategy `content`)."""
         b = state.bundle
@@ -360,9 +383,9 @@ def create_app(models_dir: str | Path | None = None, settings: Settings | None =
             except UnknownId as exc:
                 raise HTTPException(status_code=422, detail=str(exc)) from None
             out.append(ev)
-        state.inbox.append(out)  # durable before anyone sees the update
+        state.inbox.append(out)  # durable before anyone sees the update; raw ids, like any raw log file
         for ev in out:
-            state.online.add(ev)
+            state.online.add(state.stored_event(ev))
             state.metrics.events.labels(ev.event_type).inc()
         return JSONResponse({"accepted": len(out), "users": sorted({e.user_id for e in out}),
                              "model_version": b.version})

@@ -267,7 +267,7 @@ class ModelBundle:
                 "segment": batch.get("segment"), "tags": batch.get("tags", []), "interests": interests,
                 "recent_items": recent, "online_events": len(online.events(user_id, self.as_of)) if online else 0,
                 **{k: batch.get(k) for k in ("top_categories", "top_brands", "price_band", "activity_level",
-                                             "lifecycle_stage", "purchase_intent")}}
+                                             "lifecycle_stage", "purchase_intent", "batch_interests")}}
 
     def item_payload(self, item_id: str, score: float) -> dict:
         it = self.items[self.snapshot.item_index[item_id]]

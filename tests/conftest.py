@@ -16,6 +16,10 @@ GA_PATH = ROOT / "data" / "ga_merch_store" / "product_events_2016-08_2016-10.par
 for _k, _v in {"DAGSTER_DISABLE_TELEMETRY": "1", "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DO_NOT_TRACK": "1",
                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
     os.environ.setdefault(_k, _v)
+# Ids are pseudonymized by default (privacy.pseudonymize): a fixed test key, so no test writes a key file to
+# ~/.config and a test can compute a raw id's stored form (data_contracts.privacy.Pseudonymizer).
+TEST_PSEUDONYM_KEY = "persona-test-pseudonym-key-0123456789abcdef"
+os.environ["PERSONA_PSEUDONYM_KEY"] = TEST_PSEUDONYM_KEY
 
 
 def ga_slice(out: Path, fraction: float, salt: str = "test-slice") -> Path:
@@ -29,6 +33,17 @@ def ga_slice(out: Path, fraction: float, salt: str = "test-slice") -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     sliced.to_parquet(out, index=False)
     return out
+
+
+def raw_user_ids(settings):
+    """(raw -> stored id, stored -> raw id) for the GA source of `settings`: apps call serving with the shop's raw
+    ids, the warehouse and model hold their pseudonyms."""
+    from data_contracts.privacy import Pseudonymizer
+
+    pseudo = Pseudonymizer.from_settings(settings, create=False)
+    raw = pd.read_parquet(settings.path(settings["source"]["path"]), columns=["full_visitor_id"])
+    ids = raw["full_visitor_id"].astype("string").str.strip().dropna().unique()
+    return pseudo.user_id, {pseudo.user_id(str(v)): str(v) for v in ids}
 
 
 def write_config(folder: Path, source: Path, **overrides) -> Path:

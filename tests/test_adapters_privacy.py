@@ -63,3 +63,38 @@ def test_cli_pseudonymizes_when_configured_and_never_prints_the_key(tmp_path, ca
     key = (tmp_path / "keys" / "p.key").read_text()
     assert key not in out.out + out.err
     assert load_settings(cfg).get("privacy.pseudonymize") is True
+
+
+def test_pseudonymizer_maps_raw_ids_to_the_stored_ids_and_is_identity_when_off(tmp_path):
+    """What serving uses: the shop's raw id -> the id ingestion stored (same key, same hash)."""
+    from data_contracts.privacy import Pseudonymizer
+
+    def settings(on: bool):
+        cfg = tmp_path / f"persona_{on}.yaml"
+        cfg.write_text(f"privacy:\n  pseudonymize: {str(on).lower()}\n  key_file: {tmp_path / 'keys' / 'p.key'}\n"
+                       f"paths:\n  warehouse_dir: {tmp_path / 'warehouse'}\n")
+        return load_settings(cfg)
+
+    raw_user, raw_session = "4798058133221713505", "4798058133221713505-1475485800"
+    off = Pseudonymizer.from_settings(settings(False), environ={})
+    assert not off.enabled and off.user_id(raw_user) == raw_user and off.session_id(raw_session) == raw_session
+    assert not (tmp_path / "keys").exists()                                      # off: no key file made
+
+    first = Pseudonymizer.from_settings(settings(True), environ={})
+    key = (tmp_path / "keys" / "p.key").read_bytes()
+    assert first.created and first.origin == str(tmp_path / "keys" / "p.key")
+    assert stat.S_IMODE((tmp_path / "keys" / "p.key").stat().st_mode) == 0o600
+    again = Pseudonymizer.from_settings(settings(True), environ={})
+    assert not again.created and again.key == first.key == key
+    stored = load_source(FIXTURES / "shop_events.csv", mapping=FIXTURES / "shop_mapping.yaml",
+                         pseudonym_key=key).events.to_pandas()
+    assert again.user_id(raw_user) in set(stored["user_id"])
+    assert again.session_id(raw_session) in set(stored["session_id"])
+    assert again.user_id(None) is None
+    for text in (repr(again), again.describe(), first.describe()):
+        assert key.decode() not in text
+    assert "created now" in first.describe() and str(tmp_path / "keys" / "p.key") in first.describe()
+
+    env = Pseudonymizer.from_settings(settings(True), environ={"PERSONA_PSEUDONYM_KEY": "fixed-test-key-0123456789"})
+    assert env.origin == "$PERSONA_PSEUDONYM_KEY" and not env.created
+    assert env.user_id(raw_user) == pseudonymize_id(raw_user, b"fixed-test-key-0123456789")

@@ -119,3 +119,78 @@ def test_embed_items_cache(items, encoder, embedded):
     foreign = first.assign(model="another-model")
     _, stats = embed_items(items.head(5), encoder, cache=foreign)
     assert stats["reused"] == 0 and stats["encoded"] == 5
+
+
+def test_fp16_is_used_only_on_cuda(encoder):
+    import torch
+
+    assert encoder.fp16 is False and encoder.model.dtype == torch.float32  # asked for (default) but on CPU
+    assert "fp32" in repr(encoder)
+
+
+def test_half_precision_weights_still_give_float32_unit_vectors_matching_fp32(encoder, titles):
+    """The CUDA fp16 path minus the GPU: half weights, float32 pooling; parity with the fp32 encoder."""
+    half = TextEncoder("bundled:all-MiniLM-L6-v2", device="cpu", batch_size=64, max_length=64)
+    half.model.half()
+    vecs = half.encode(titles[:40])
+    assert vecs.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    cosine = np.sum(vecs * encoder.encode(titles[:40]), axis=1)
+    assert float(cosine.min()) >= 0.999
+
+
+def test_progress_bar_shown_only_when_texts_take_more_than_one_batch(encoder, items, titles, capsys):
+    encoder.encode(titles[:64])  # exactly one batch of 64
+    assert "encode (all-MiniLM-L6-v2" not in capsys.readouterr().err
+    encoder.encode(titles[:65])
+    err = capsys.readouterr().err
+    assert "encode (all-MiniLM-L6-v2, cpu)" in err and "65/65" in err
+    encoder.encode(titles[:65], progress=False)
+    assert capsys.readouterr().err == ""
+
+    # The item_embeddings asset path: embed_items passes the default through to encode.
+    encoder.batch_size = 4
+    try:
+        _, stats = embed_items(items.head(10), encoder)
+    finally:
+        encoder.batch_size = 64
+    assert stats["encoded"] > 4 and f"{stats['encoded']}/{stats['encoded']}" in capsys.readouterr().err
+
+
+def test_bad_batch_size_is_refused_naming_the_key():
+    with pytest.raises(ValueError, match="encoder.batch_size"):
+        TextEncoder("bundled:all-MiniLM-L6-v2", device="cpu", batch_size=0)
+
+
+def test_gpu_check_on_a_machine_without_cuda_says_so_and_exits_0():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, str(root / "bench/gpu_check.py")], cwd=root, capture_output=True, text=True,
+                         timeout=300, env=dict(os.environ, CUDA_VISIBLE_DEVICES=""))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("no CUDA")
+    summary = json.loads(out.stdout[out.stdout.index("{"):])
+    assert summary["cuda"] is False and summary["checked"] is False and summary["ok"] is True
+
+
+def test_gpu_check_exits_1_and_names_the_failed_check(monkeypatch, capsys, tmp_path):
+    """A check that raises is reported as failed (with its message) instead of crashing the script."""
+    import json
+
+    from bench import gpu_check
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA error: out of memory")
+
+    monkeypatch.setattr(gpu_check, "check_encoder", broken)
+    code = gpu_check.main(["--cpu", "--titles", "8", "--out", str(tmp_path / "summary.json")])
+    assert code == 1
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["ok"] is False and summary["titles"] == 8
+    assert [(c["check"], c["ok"]) for c in summary["checks"]] == [("encoder", False)]
+    assert "RuntimeError: CUDA error: out of memory" in summary["checks"][0]["error"]
+    assert "[FAIL] encoder" in capsys.readouterr().out

@@ -20,7 +20,7 @@ from ml.candidates import generate
 from ml.features import build_features
 from ml.snapshot import Snapshot
 from persona.warehouse import read_df
-from tests.conftest import assert_same_top_k
+from tests.conftest import assert_same_top_k, raw_user_ids
 
 pytestmark = pytest.mark.slow
 
@@ -118,7 +118,9 @@ def test_served_top_k_equals_offline_top_k(pipeline_run, server):
     booster = lgb.Booster(model_file=str(version / "ranker.txt"))
     # a known user with a rich history
     u = int(np.argmax(np.diff(snap.hist_ptr)))
-    user = str(snap.user_ids[u])
+    _, raw_of = raw_user_ids(settings)
+    user = raw_of[str(snap.user_ids[u])]  # apps send the shop's raw id; serving pseudonymizes it like ingestion
+    assert user != str(snap.user_ids[u])
     cand = generate(snap, u, settings["candidates"])
     scores = booster.predict(build_features(snap, u, cand))
     order = np.lexsort((cand.items, -scores))[:10]

@@ -126,7 +126,9 @@ def test_missing_events_column_is_a_failure_not_a_crash(ga):
 
 def test_suite_files_match_code(tmp_path):
     written = X.write_suites(tmp_path)
-    assert [p.name for p in written] == ["raw_events.json", "raw_items.json"]
+    assert [p.name for p in written] == ["raw_events.json", "raw_items.json", "fct_events.json", "fct_sessions.json",
+                                         "fct_user_item_interactions.json", "dim_users.json", "dim_items.json",
+                                         "fct_item_covisitation.json"]
     for p in written:
         committed = X.SUITES_DIR / p.name
         assert committed.exists(), f"run `python -m data_contracts.expectations` to write {committed}"
@@ -141,3 +143,59 @@ def test_suite_files_match_code(tmp_path):
 def test_unknown_suite_rejected():
     with pytest.raises(ValueError, match="unknown suite"):
         X.validate(pd.DataFrame({"a": [1]}), "nope", **QUALITY)
+
+
+def _sessions() -> pd.DataFrame:
+    """Five sessions as fct_sessions has them: one duplicated key, one 30 h long, one with 3,000 events."""
+    return pd.DataFrame({
+        "session_id": ["a", "b", "c", "d", "a"],
+        "n_events": [3, 1, 3000, 2, 4],
+        "duration_seconds": [60, 0, 600, 30 * 3600, 10],
+    })
+
+
+def test_mart_suite_critical_half_catches_a_duplicate_key_and_ignores_plausibility():
+    s = X.validate(_sessions(), "fct_sessions", severity="critical")
+    assert s.suite == "fct_sessions.critical" and not s.success
+    failed = _failed(s)
+    assert set(failed) == {("expect_column_values_to_be_unique", "session_id")}
+    assert failed[("expect_column_values_to_be_unique", "session_id")]["unexpected_count"] == 2
+    assert {r["severity"] for r in s.results} == {"critical"}
+    ok = X.validate(_sessions().drop_duplicates("session_id"), "fct_sessions", severity="critical")
+    assert ok.success and len(ok.results) == 5
+
+
+def test_mart_suite_warning_half_uses_the_configured_limits():
+    s = X.validate(_sessions(), "fct_sessions", severity="warning")
+    failed = _failed(s)
+    assert {r["severity"] for r in s.results} == {"warning"}
+    long = failed[("expect_column_values_to_be_between", "duration_seconds")]
+    assert long["unexpected_count"] == 1 and long["samples"] == [30 * 3600]
+    assert long["kwargs"]["max_value"] == 24 * 3600.0                     # default max_session_hours 24
+    assert failed[("expect_column_values_to_be_between", "n_events")]["samples"] == [3000]
+    loose = X.validate(_sessions(), "fct_sessions", severity="warning",
+                       mart_limits={"max_session_hours": 48, "max_session_events": 5000})
+    assert loose.success
+
+
+def test_anonymous_share_and_row_floor_on_fct_events():
+    events = pd.DataFrame({"event_id": ["1", "2", "3", "4"], "user_id": ["u", None, None, None],
+                           "session_id": ["s"] * 4, "ts": pd.to_datetime(["2016-08-01"] * 4),
+                           "event_type": ["view"] * 4, "item_id": ["i"] * 4, "price": [1.0, 2.0, None, 3.0]})
+    warn = X.validate(events, "fct_events", severity="warning")       # 75% anonymous > 50%
+    assert set(_failed(warn)) == {("expect_column_proportion_of_non_null_values_to_be_between", "user_id")}
+    assert X.validate(events, "fct_events", severity="warning", mart_limits={"max_anonymous_share": 0.75}).success
+    assert X.validate(events, "fct_events", severity="critical").success
+    floor = X.validate(events, "fct_events", severity="critical", mart_limits={"min_rows": 5})
+    assert set(_failed(floor)) == {("expect_table_row_count_to_be_between", None)}
+
+
+def test_every_mart_suite_reads_only_its_columns_and_keys_are_critical():
+    assert X.suite_columns("fct_sessions", "warning") == ["duration_seconds", "n_events"]
+    assert X.suite_columns("fct_user_item_interactions", "critical") == ["user_id", "item_id", "n_events",
+                                                                          "weighted_score"]
+    assert not X.has_expectations("fct_item_covisitation", "warning")
+    for mart in X.MART_SUITES:
+        suite = json.loads((X.SUITES_DIR / f"{mart}.json").read_text())
+        uniques = [e for e in suite["expectations"] if "unique" in e["type"]]
+        assert uniques and all(e["severity"] == "critical" for e in uniques), mart

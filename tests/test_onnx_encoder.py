@@ -15,6 +15,7 @@ from ml import registry
 from ml.onnx_encoder import ONNX_FILE, OnnxTextEncoder, ensure_encoder
 
 ROOT = Path(__file__).resolve().parent.parent
+GA_FILE = ROOT / "data/ga_merch_store/product_events_2016-08_2016-10.parquet"
 TEXTS = ["Google Men's 100% Cotton Short Sleeve Hero Tee Black | Apparel > Men's > Men's-T-Shirts | Google",
          "", "mug", "water bottle " * 40, "Drinkware", "YouTube Twill Cap", "ñandú café — émoji 🙂"]
 
@@ -43,6 +44,35 @@ def test_onnx_encoder_matches_the_torch_encoder(encoder_dir):
     one_by_one = np.vstack([OnnxTextEncoder(folder).encode([t]) for t in TEXTS[:3]])
     np.testing.assert_allclose(one_by_one, onnx[:3], atol=1e-5)
     assert OnnxTextEncoder(folder).encode([]).shape == (0, 384)
+
+
+def real_ga_titles() -> list[str]:
+    """Every distinct raw GA product name (446) plus every distinct item text the pipeline embeds (363)."""
+    import pandas as pd
+
+    from data_contracts.adapters import ga_merch
+    from ml.embeddings import item_text
+
+    names = pd.read_parquet(GA_FILE, columns=["product_name"])["product_name"].dropna().str.strip()
+    items = ga_merch.load(GA_FILE).items.to_pandas()
+    texts = [item_text(t, c, b) for t, c, b in zip(items["title"], items["category_path"], items["brand"])]
+    return sorted((set(names) | set(texts)) - {""})
+
+
+@pytest.mark.slow
+def test_onnx_encoder_parity_on_every_real_ga_title(encoder_dir):
+    """The acceptance bar of issue #5: minimum cosine >= 0.999 over at least 500 real titles."""
+    from ml.embeddings import TextEncoder
+
+    settings, folder = encoder_dir
+    enc = settings["encoder"]
+    titles = real_ga_titles()
+    assert len(titles) == 807
+    onnx = OnnxTextEncoder(folder, threads=2).encode(titles, batch_size=64)
+    torch_vecs = TextEncoder(enc["model"], device="cpu", batch_size=64, max_length=enc["max_length"]).encode(titles)
+    cosine = np.sum(onnx * torch_vecs, axis=1)
+    assert float(cosine.min()) >= 0.999, titles[int(np.argmin(cosine))]
+    np.testing.assert_allclose(np.linalg.norm(onnx, axis=1), 1.0, atol=1e-5)
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Profiles, tags and segments on a real slice of the GA Merchandise Store log, with the real encoder."""
+"""Profiles, tags, interests and segments on a real slice of the GA Merchandise Store log, with the real encoder."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from ml import tags as T
 from ml.embeddings import TextEncoder, embed_items, embedding_matrix
-from ml.profiles import build_profiles, user_vectors
+from ml.profiles import OVERALL_INTEREST, build_profiles, user_interests, user_vectors
 from ml.segments import choose_k_and_cluster, plot_segments
 from persona.config import DEFAULTS
 
@@ -63,7 +63,7 @@ def test_one_profile_per_identified_user_before_cutoff(ga, built):
     assert set(profiles["price_band"].dropna()) <= set(T.PRICE_BANDS)
     assert set(profiles["activity_level"]) <= set(T.ACTIVITY_LEVELS)
     assert set(profiles["lifecycle_stage"]) <= set(T.LIFECYCLE_STAGES)
-    assert summary["size"].sum() == len(profiles) and abs(summary["share"].sum() - 1) < 1e-9
+    assert summary["users"].sum() == len(profiles) and abs(summary["share"].sum() - 1) < 1e-9
     assert summary["description"].str.len().gt(20).all()
 
 
@@ -155,7 +155,9 @@ def test_price_activity_and_intent_rules(emb):
     profiles, _ = build_profiles(ev, items, ids, matrix, AS_OF, CFG)
     intent = dict(zip(profiles["user_id"], profiles["purchase_intent"]))
     assert intent == {"bought": False, "carted": True, "old-cart": False, "viewer": False}
-    assert "intent:purchase" in profiles.set_index("user_id").loc["carted", "tags"]
+    by_user = profiles.set_index("user_id")
+    assert T.INTENT_TAG in by_user.loc["carted", "tags"]
+    assert T.INTENT_TAG not in by_user.loc["bought", "tags"] and T.INTENT_TAG not in by_user.loc["old-cart", "tags"]
 
 
 def test_junk_categories_never_become_tags(ga, built, emb):
@@ -188,8 +190,10 @@ def test_segments_on_real_data(built, tmp_path):
     sizes = profiles["segment"].value_counts().sort_index().to_numpy()
     assert (np.diff(sizes) <= 0).all()  # numbered by size
     assert len(summary) == k and all(len(t) > 0 for t in summary["top_tags"])
-    png = plot_segments(np.vstack(profiles["vector"]), profiles["segment"].to_numpy(), tmp_path / "seg.png")
-    assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    plot = plot_segments(np.vstack(profiles["vector"]), profiles["segment"].to_numpy(), tmp_path / "seg.png")
+    assert plot.path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot.legend_labels == [f"segment {s} ({n:,} users)" for s, n in enumerate(sizes)]
+    assert plot.xlabel.startswith("PC1 (") and plot.ylabel.startswith("PC2 (")
 
 
 def test_tiny_inputs_get_one_segment():
@@ -198,3 +202,106 @@ def test_tiny_inputs_get_one_segment():
     assert k == 1 and labels.tolist() == [0, 0] and scores == {}
     labels, k, _ = choose_k_and_cluster(np.zeros((0, 4)), 3, 8, 100)
     assert k == 0 and len(labels) == 0
+
+
+def _unit(v):
+    v = np.asarray(v, dtype=np.float64)
+    return v / np.linalg.norm(v)
+
+
+def test_interest_vectors_per_category_with_shares_cap_and_fallbacks(emb):
+    ids, matrix = emb
+    items = pd.DataFrame({"item_id": ids[:6], "title": "t", "brand": None, "price": 5.0, "category_path": [
+        "Home/Drinkware/Water Bottles", "Drinkware/Water Bottles/Steel", "Apparel/Men's/T-Shirts", "Office",
+        "(not set)", "Unavailable"]})
+    ts = AS_OF - pd.Timedelta(days=1)  # one timestamp: every decay factor is the same and cancels in the shares
+    ev = pd.DataFrame([
+        _event("multi", ts, "purchase", ids[0]), _event("multi", ts, "view", ids[1]),  # Drinkware/Water Bottles 5+1=6
+        _event("multi", ts, "cart", ids[2]),                                          # Apparel/Men's 3
+        _event("multi", ts, "view", ids[3]),                                          # Office 1
+        _event("multi", ts, "purchase", ids[4]),                                      # junk category: no interest
+        _event("junk-only", ts, "view", ids[4]), _event("junk-only", ts, "view", ids[5]),
+        _event("net", ts, "cart", ids[3]), _event("net", ts, "remove_from_cart", ids[3]),  # Office 3-1=2
+        _event("net", ts, "view", ids[2]),                                                 # Apparel/Men's 1
+        _event("removed-only", ts, "remove_from_cart", ids[2]),                            # -1: not an interest
+    ])
+    got = user_interests(ev, items, ids, matrix, AS_OF, CFG)  # defaults: at most 3, min share 0.15
+    rows = {(r.user_id, r.interest_rank): r for r in got.itertuples()}
+    assert sorted(rows) == [("junk-only", 1), ("multi", 1), ("multi", 2), ("net", 1), ("net", 2), ("removed-only", 1)]
+    # multi: shares 6/10, 3/10, 1/10 -> Office (0.1 < 0.15) dropped, kept weights rescaled: 6/9, 3/9
+    assert [rows["multi", 1].label, rows["multi", 2].label] == ["Drinkware/Water Bottles", "Apparel/Men's"]
+    assert [rows["multi", 1].weight, rows["multi", 2].weight] == pytest.approx([6 / 9, 3 / 9])
+    assert [rows["multi", 1].n_items, rows["multi", 2].n_items] == [2, 1]
+    np.testing.assert_allclose(rows["multi", 1].vector, _unit(5 * matrix[0] + 1 * matrix[1]), atol=1e-5)
+    np.testing.assert_allclose(rows["multi", 2].vector, _unit(matrix[2]), atol=1e-5)
+    # net: Office 2/3, Apparel/Men's 1/3
+    assert [(rows["net", r].label, round(rows["net", r].weight, 6)) for r in (1, 2)] == \
+        [("Office", round(2 / 3, 6)), ("Apparel/Men's", round(1 / 3, 6))]
+    # junk-only and removed-only: one "overall" interest holding the profile vector
+    users, V = user_vectors(ev, ids, matrix, AS_OF, CFG["event_weights"], CFG["half_life_days"])
+    for u in ("junk-only", "removed-only"):
+        assert (rows[u, 1].label, rows[u, 1].weight) == (OVERALL_INTEREST, 1.0)
+        np.testing.assert_allclose(rows[u, 1].vector, V[users.index(u)], atol=1e-6)
+    np.testing.assert_allclose(rows["junk-only", 1].vector, _unit(matrix[4] + matrix[5]), atol=1e-5)
+
+    loose = user_interests(ev, items, ids, matrix, AS_OF, {**CFG, "interest_min_share": 0.0})
+    multi = loose[loose["user_id"] == "multi"]
+    assert multi["label"].tolist() == ["Drinkware/Water Bottles", "Apparel/Men's", "Office"]
+    assert multi["weight"].tolist() == pytest.approx([0.6, 0.3, 0.1])
+    capped = user_interests(ev, items, ids, matrix, AS_OF, {**CFG, "interest_min_share": 0.0, "max_interests": 1})
+    assert capped.groupby("user_id").size().max() == 1 and (capped["weight"] == 1.0).all()
+    with pytest.raises(ValueError, match="profiles.max_interests"):
+        user_interests(ev, items, ids, matrix, AS_OF, {**CFG, "max_interests": 0})
+    with pytest.raises(ValueError, match="profiles.interest_min_share"):
+        user_interests(ev, items, ids, matrix, AS_OF, {**CFG, "interest_min_share": 1.5})
+
+
+def test_interests_on_real_data_cover_every_profile_and_agree_with_top_category(ga, emb, built):
+    events, items = ga
+    ids, matrix = emb
+    profiles, _ = built
+    got = user_interests(events, items, ids, matrix, AS_OF, CFG)
+    assert set(got["user_id"]) == set(profiles["user_id"])
+    per_user = got.groupby("user_id")
+    assert (per_user["interest_rank"].apply(lambda r: r.tolist() == list(range(1, len(r) + 1)))).all()
+    assert per_user.size().max() <= CFG["max_interests"] and (per_user.size() >= 2).sum() > 100
+    np.testing.assert_allclose(per_user["weight"].sum(), 1.0, atol=1e-9)
+    valid = {T.category_key(c) for c in items["category_path"]} - {None}
+    assert set(got["label"]) <= valid | {OVERALL_INTEREST}
+    np.testing.assert_allclose(np.linalg.norm(np.vstack(got["vector"]), axis=1), 1.0, atol=1e-4)
+    first = got[got["interest_rank"] == 1].set_index("user_id")["label"]
+    top = profiles.set_index("user_id")["top_categories"]
+    expected = top.map(lambda c: c[0] if len(c) else OVERALL_INTEREST)
+    assert (first.reindex(expected.index) == expected).all()
+
+
+def test_pipeline_every_profile_has_segment_lifecycle_tag_interest_and_the_asset_shows_the_map(pipeline_run):
+    from persona.warehouse import read_df
+
+    settings, result = pipeline_run
+    db = settings.warehouse_path
+    prof = read_df(db, "select snapshot, user_id, segment, lifecycle_stage, activity_level, tags from user_profiles")
+    assert len(prof) > 1000
+    assert prof["segment"].notna().all() and (prof["segment"] >= 0).all()
+    assert set(prof["lifecycle_stage"]) <= set(T.LIFECYCLE_STAGES) and prof["lifecycle_stage"].notna().all()
+    assert prof["tags"].map(len).min() >= 1
+    assert all(f"lifecycle:{s}" in list(t) for s, t in zip(prof["lifecycle_stage"], prof["tags"]))
+    assert not any(T.is_junk(t.split(":", 1)[1]) for tags in prof["tags"] for t in tags)
+
+    interests = read_df(db, "select snapshot, user_id, interest_rank, label, weight from user_interests")
+    assert set(zip(interests["snapshot"], interests["user_id"])) == set(zip(prof["snapshot"], prof["user_id"]))
+    sums = interests.groupby(["snapshot", "user_id"])["weight"].sum()
+    np.testing.assert_allclose(sums.to_numpy(), 1.0, atol=1e-6)
+
+    segments = read_df(db, "select snapshot, segment, users, top_tags, lifecycle_mix from user_segments")
+    for snap, members in prof.groupby("snapshot"):
+        seg = segments[segments["snapshot"] == snap].set_index("segment")["users"]
+        assert seg.to_dict() == members["segment"].value_counts().to_dict()
+
+    meta = result.asset_materializations_for_node("user_profiles")[-1].metadata
+    assert meta["user_interests_rows"].value == len(interests)
+    picture = meta["segment_map"].value
+    assert "](data:image/png;base64," in picture and "segments_serving.png" in picture
+    table = meta["segments"].value.splitlines()
+    assert table[0] == "| segment | users | share | top tags | top categories | median price band | lifecycle mix |"
+    assert len(table) == 2 + prof.loc[prof["snapshot"] == "serving", "segment"].nunique()

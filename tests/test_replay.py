@@ -60,6 +60,17 @@ def test_uci_is_skipped_with_a_clear_message_without_its_adapter_or_its_data(cap
     assert not (tmp_path / "out").exists()
 
 
+def test_uci_replay_reads_the_shared_dataset_beside_the_repository_by_default():
+    from persona.config import PROJECT_ROOT
+
+    settings = load_settings(PROJECT_ROOT / "persona.yaml")  # the repository's own config, not a test's copy
+    shared = settings.root.parent / "shared" / "datasets" / "uci_online_retail" / "online_retail.csv.gz"
+    if not shared.exists():
+        pytest.skip(f"shared datasets not found at {shared}")
+    src = resolve_source(settings, "uci")
+    assert (src.name, src.adapter, src.path) == ("uci", "uci_online_retail", shared)
+
+
 @pytest.mark.slow
 def test_a_short_replay_on_real_data_writes_records_and_a_plot(pipeline_run, tmp_path):
     settings, _ = pipeline_run
@@ -67,6 +78,7 @@ def test_a_short_replay_on_real_data_writes_records_and_a_plot(pipeline_run, tmp
                          log=lambda m: None)
     saved = json.loads((tmp_path / "replay.json").read_text())
     assert saved["steps"] == json.loads(json.dumps(payload["steps"]))
+    assert saved["complete"] and saved["steps_planned"] == 2
     steps = saved["steps"]
     assert len(steps) == 2
     for s in steps:
@@ -75,6 +87,8 @@ def test_a_short_replay_on_real_data_writes_records_and_a_plot(pipeline_run, tmp
     assert first["retrained"] and first["promoted"] and first["drift_share"] is None
     assert first["trigger"] == ["bootstrap: no champion yet"]
     assert 0.0 <= second["drift_share"] <= 1.0 and 0.0 <= second["ndcg@10"] <= 1.0
+    # the natural-movement allowance only raises column thresholds: never more drifted columns than the plain share
+    assert second["drift_share"] <= second["drift_share_plain"] <= 1.0 and second["n_columns"] > 0
     assert second["retrained"] == bool(second["trigger"])
     assert second["champion_before"] == first["champion_after"]
     assert (tmp_path / "replay.png").stat().st_size > 20_000

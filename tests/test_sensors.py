@@ -30,12 +30,12 @@ from ml import registry
 from orchestration.assets.monitoring import champion_monitoring
 from orchestration.resources import PersonaConfig, Warehouse
 from orchestration.sensors import drift_retrain_sensor
+from persona.config import DEFAULTS
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 
 PRICE_FACTOR = 1.5
-SHARE_THRESHOLD = 0.25  # configured for this deployment copy (the default is persona/config.py's drift.share_threshold)
 
 
 def copy_deployment(settings, folder: Path) -> Path:
@@ -47,7 +47,7 @@ def copy_deployment(settings, folder: Path) -> Path:
     cfg["paths"] = {"warehouse_dir": str(folder / "warehouse"), "artifacts_dir": str(folder / "artifacts"),
                     "models_dir": str(folder / "models"), "dagster_home": str(folder / "dagster_home")}
     cfg["alerts"] = {"jsonl": str(folder / "artifacts" / "alerts.jsonl")}
-    cfg["drift"] = {"share_threshold": SHARE_THRESHOLD}
+    assert "drift" not in cfg  # the trigger runs with its default configuration
     path = folder / "persona.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -110,7 +110,9 @@ def injected(pipeline_run, tmp_path_factory):
 def test_injected_drift_makes_the_sensor_request_retraining(injected):
     from persona.config import load_settings
 
-    threshold = load_settings(injected["config"])["drift"]["share_threshold"]
+    settings = load_settings(injected["config"])
+    threshold = settings["drift"]["share_threshold"]
+    assert threshold == DEFAULTS["drift"]["share_threshold"]
     fd = injected["mats"]["feature_drift"]
     print(f"\ninjected {injected['info']}: drift share {fd['drift_share']:.3f} ({fd['n_drifted']}/{fd['n_columns']}), "
           f"vs training windows {fd['drift_share_vs_training']:.3f}; columns {fd['drifted_columns']}")
@@ -202,12 +204,16 @@ def test_unchanged_data_and_a_resample_of_the_reference_request_nothing(pipeline
             assert not result.run_requests and "no retraining" in result.skip_reason.skip_message
 
             # control: a bootstrap resample of the champion's reference window, reported as a drift check
-            ref = mon.champion_reference(registry.champion_dir(tmp_path / "copy" / "models"))
+            champ = registry.champion_dir(tmp_path / "copy" / "models")
+            ref = mon.champion_reference(champ)
             rng = np.random.default_rng(0)
             cur = ref[rng.integers(0, len(ref), len(ref))]
-            res = mon.feature_drift(ref, cur, share_threshold=0.3)
+            d = settings["drift"]
+            res = mon.feature_drift(ref, cur, baseline_X=mon.champion_reference(champ, "training"),
+                                    share_threshold=d["share_threshold"], column_threshold=d["column_threshold"],
+                                    natural_factor=d["natural_factor"])
             print(f"resample of the reference: drift share {res.share_drifted:.3f} {res.drifted_columns}")
-            assert res.share_drifted < 0.1
+            assert res.share_drifted < d["share_threshold"] and res.share_drifted < 0.05
             instance.report_runless_asset_event(AssetMaterialization(
                 "feature_drift", metadata={"drift_share": res.share_drifted, "champion": "control",
                                            "data_fingerprint": "resample"}))

@@ -23,7 +23,7 @@ from ml.candidates import SOURCES, generate
 from ml.features import FEATURES, build_features
 from ml.snapshot import Snapshot
 from persona.warehouse import read_df
-from tests.conftest import assert_same_top_k
+from tests.conftest import assert_same_top_k, raw_user_ids
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,8 +90,10 @@ def env(pipeline_run, tmp_path_factory):
                       "reload_interval_s": 0.3}
     config = folder / "persona.yaml"
     config.write_text(yaml.safe_dump(cfg))
+    stored, raw_of = raw_user_ids(settings)
     return {"settings": settings, "models": models, "config": config, "folder": folder, "version": champ.name,
-            "snap": Snapshot.load(champ / "snapshot"), "booster": lgb.Booster(model_file=str(champ / "ranker.txt"))}
+            "snap": Snapshot.load(champ / "snapshot"), "booster": lgb.Booster(model_file=str(champ / "ranker.txt")),
+            "stored": stored, "raw_of": raw_of}
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +104,9 @@ def server(env):
 
 
 def _offline_top_k(env, user: str, k: int = 10):
+    """The offline ranker's top-k for a shop's raw user id (the snapshot holds its pseudonym)."""
     snap = env["snap"]
-    u = snap.user_index[user]
+    u = snap.user_index[env["stored"](user)]
     cand = generate(snap, u, env["settings"]["candidates"])
     scores = env["booster"].predict(build_features(snap, u, cand))
     order = np.lexsort((cand.items, -scores))[:k]
@@ -115,7 +118,7 @@ def _users(env, n: int) -> list[str]:
     sizes = np.diff(snap.hist_ptr)
     rich = np.argsort(-sizes, kind="stable")[:n // 2]
     spread = np.linspace(0, len(snap.user_ids) - 1, n - len(rich)).astype(int)
-    return [str(snap.user_ids[u]) for u in np.concatenate([rich, spread])]
+    return [env["raw_of"][str(snap.user_ids[u])] for u in np.concatenate([rich, spread])]
 
 
 def test_serving_request_path_imports_no_torch_lightgbm_or_dagster(env):
@@ -160,7 +163,7 @@ def test_explain_names_candidate_sources_and_top_features(server, env):
         assert contrib == sorted(contrib, reverse=True) and contrib[0] > 0
     # the repeat source is named exactly for items the user interacted with
     snap = env["snap"]
-    hist = {str(snap.item_ids[i]) for i in snap.history(snap.user_index[user])[0]}
+    hist = {str(snap.item_ids[i]) for i in snap.history(snap.user_index[env["stored"](user)])[0]}
     for it in r["items"]:
         assert ("repeat" in it["explanation"]["sources"]) == (it["item_id"] in hist)
 
@@ -169,7 +172,7 @@ def test_exclude_purchased_drops_bought_items(server, env):
     snap = env["snap"]
     col = 5  # ui_n_purchase
     buyers = [u for u in range(len(snap.user_ids)) if (snap.history(u)[1][:, col] > 0).any()]
-    user = str(snap.user_ids[buyers[0]])
+    user = env["raw_of"][str(snap.user_ids[buyers[0]])]
     bought = {str(snap.item_ids[i]) for i, f in zip(*snap.history(buyers[0])) if f[col] > 0}
     r = server.get("/v1/recommendations", user_id=user, k=50, exclude_purchased="true").json()
     assert r["items"] and not bought & {i["item_id"] for i in r["items"]}
@@ -203,11 +206,17 @@ def test_search_finds_the_query_and_personalizes_for_known_users(server, env):
 
 def test_profile_has_the_batch_segment_and_tags(server, env):
     user = _users(env, 2)[0]
+    stored = env["stored"](user)
+    assert stored != user  # the warehouse holds the pseudonym of the shop's raw id
     row = read_df(env["settings"].warehouse_path,
-                  "select segment, tags from user_profiles where snapshot = 'serving' and user_id = ?", [user])
+                  "select segment, tags from user_profiles where snapshot = 'serving' and user_id = ?", [stored])
     p = server.get(f"/v1/users/{user}/profile").json()
+    assert p["user_id"] == user
     assert p["segment"] == int(row["segment"][0]) and p["tags"] == list(row["tags"][0])
     assert p["strategy"] == "batch" and p["interests"] and p["recent_items"]
+    batch = read_df(env["settings"].warehouse_path, "select label, weight from user_interests where snapshot = "
+                    "'serving' and user_id = ? order by interest_rank", [stored])
+    assert [i["label"] for i in p["batch_interests"]] == list(batch["label"]) and len(batch) >= 1
     r = server.get("/v1/users/nobody-at-all/profile")
     assert r.status_code == 404 and "nobody-at-all" in r.json()["detail"]
 
@@ -269,7 +278,7 @@ def test_metrics_and_prediction_log(server, env):
     assert f'persona_model_info{{version="{env["version"]}"}} 1.0' in text
     assert "persona_http_request_seconds_bucket" in text
     rows = [json.loads(l) for l in (env["folder"] / "predictions.jsonl").read_text().splitlines()]
-    mine = [r for r in rows if r["user_id"] == "metrics-user"]
+    mine = [r for r in rows if r["user_id"] == env["stored"]("metrics-user")]  # logged pseudonymized
     assert mine and mine[-1]["strategy"] == "fallback" and len(mine[-1]["items"]) == 3
 
 
@@ -280,7 +289,7 @@ def test_posted_events_change_recommendations_at_once_and_survive_a_restart(serv
     before = server.get("/v1/recommendations", user_id=user, k=10).json()
     top = [i["item_id"] for i in before["items"]]
     # an item the user never touched, outside their top-10: carted three times, then bought
-    hist = {str(snap.item_ids[i]) for i in snap.history(snap.user_index[user])[0]}
+    hist = {str(snap.item_ids[i]) for i in snap.history(snap.user_index[env["stored"](user)])[0]}
     item = next(str(snap.item_ids[i]) for i in snap.pop_order[20:] if str(snap.item_ids[i]) not in hist | set(top))
     events = [{"user_id": user, "item_id": item, "event_type": t} for t in ("view", "cart", "cart", "purchase")]
     r = server.post("/v1/events", {"events": events})
@@ -454,3 +463,15 @@ def test_a_request_over_the_timeout_answers_504_and_is_counted():
     asyncio.run(app({"type": "http", "method": "GET", "path": "/v1/slow"}, receive, send))
     assert sent[0]["status"] == 504 and b"timed out after 0.05 s" in sent[1]["body"]
     assert Holder.metrics.timeouts._value.get() == 1
+
+
+def test_server_without_the_ingestion_key_refuses_to_start_naming_the_missing_key(env, tmp_path):
+    missing = tmp_path / "nowhere" / "pseudonym.key"
+    out = subprocess.run([sys.executable, "-c", "from serving.app import create_app; create_app()"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PERSONA_CONFIG=str(env["config"]), PERSONA_PSEUDONYM_KEY="",
+                                  PERSONA__PRIVACY__KEY_FILE=str(missing)))
+    assert out.returncode != 0
+    assert "no pseudonymization key" in out.stderr and str(missing) in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not missing.exists()  # serving never creates a key that would match none of the stored ids

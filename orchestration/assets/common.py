@@ -6,14 +6,22 @@ import pyarrow as pa
 
 from orchestration.resources import Warehouse
 from persona.config import Settings
+from persona.warehouse import table_exists
 
 EVENT_COLUMNS = "user_id, session_id, ts, event_type, item_id, price"
 ITEM_COLUMNS = "item_id, title, category_path, brand, price"
 
 
 def load_events(warehouse: Warehouse, settings: Settings) -> pd.DataFrame:
-    """Modelled events (dbt `fct_events`) with item ids, in time order."""
-    df = warehouse.read(settings, f"select {EVENT_COLUMNS} from fct_events where item_id is not null order by ts, event_id")
+    """Modelled events (dbt `fct_events`) with item ids, in time order, plus the review rating and the review's
+    text sentiment from the `review_sentiment` asset (null for other events, or before that asset has run)."""
+    cols = ", ".join(f"e.{c.strip()}" for c in EVENT_COLUMNS.split(","))
+    if table_exists(warehouse.resolve(settings), "review_sentiment"):
+        sql = (f"select {cols}, e.rating, s.sentiment from fct_events e "
+               "left join review_sentiment s on s.event_id = e.event_id")
+    else:
+        sql = f"select {cols}, e.rating, cast(null as double) as sentiment from fct_events e"
+    df = warehouse.read(settings, f"{sql} where e.item_id is not null order by e.ts, e.event_id")
     df["ts"] = pd.to_datetime(df["ts"])
     return df
 

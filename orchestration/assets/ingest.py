@@ -13,6 +13,7 @@ import pandas as pd
 from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, MetadataValue, multi_asset
 
 from data_contracts.adapters import AdapterResult, load_source
+from data_contracts.privacy import Pseudonymizer
 from orchestration.inbox import LoadPlan, plan, previous_loads
 from orchestration.resources import PersonaConfig, Warehouse
 
@@ -66,11 +67,9 @@ def ingest_source(context: AssetExecutionContext, persona: PersonaConfig, wareho
     mapping = settings["source"].get("mapping")
     mapping = settings.path(mapping) if mapping else None
     context.log.info(f"loading {path} with adapter {name}" + (f" and mapping {mapping}" if mapping else ""))
-    key = None
-    if settings.get("privacy.pseudonymize"):
-        from data_contracts.privacy import load_key
-
-        key = load_key(settings)  # never logged
+    pseudo = Pseudonymizer.from_settings(settings)   # creates the key file on first use; the key is never logged
+    context.log.info(pseudo.describe())
+    key = pseudo.key
     previous = previous_loads(warehouse, settings)
     load = plan(settings, {h: f for h, (f, _) in previous.items()})  # source.path + inbox, each content once
     for f, original in load.duplicates:
@@ -89,7 +88,7 @@ def ingest_source(context: AssetExecutionContext, persona: PersonaConfig, wareho
         "ts_min": str(ts.combine_chunks().to_pandas().min()) if s["events"] else "",
         "ts_max": str(ts.combine_chunks().to_pandas().max()) if s["events"] else "",
         "files": len(load.files), "duplicate_files": len(load.duplicates), "repairs": MetadataValue.json(s["repairs"]),
-        "pseudonymized": result.pseudonymized,
+        "pseudonymized": result.pseudonymized, "pseudonym_key": pseudo.origin,
         "reasons": MetadataValue.md(_reasons_md(s["reasons"], s["repairs"])),
     })
     yield MaterializeResult(asset_key="raw_items", metadata={"dagster/row_count": s["items"]})

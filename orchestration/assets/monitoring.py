@@ -51,6 +51,7 @@ def monitor_settings(settings) -> dict:
     d = settings["drift"]
     return {"window_days": float(d.get("window_days") or settings["split"]["test_days"]),
             "share_threshold": float(d["share_threshold"]), "ndcg_drop": float(d["ndcg_drop"]),
+            "column_threshold": float(d["column_threshold"]), "natural_factor": float(d["natural_factor"]),
             "max_rows": int(d["max_rows"]), "max_users": int(d.get("max_users", 300))}
 
 
@@ -61,11 +62,14 @@ def _link(path: Path) -> MetadataValue:
 @multi_asset(
     specs=[
         AssetSpec("feature_drift", group_name=GROUP, deps=_MONITOR_DEPS,
-                  description="Evidently data drift on the ranker's 38 features: the rows of the latest window the "
-                              "champion was validated on (saved in its version) vs the same construction for the "
-                              "latest window of the current data; also vs its training windows "
-                              "(`drift_share_vs_training`). `drift_share` is what the retraining sensor compares with "
-                              "drift.share_threshold."),
+                  description="Evidently data drift (normed Wasserstein per column) on the ranker's features: the rows "
+                              "of the latest window the champion was validated on (saved in its version) vs the same "
+                              "construction for the latest window of the current data. A column counts as drifted at "
+                              "distance >= drift.column_threshold and >= drift.natural_factor x the part of its natural "
+                              "movement (champion's training windows -> its validated window) that the elapsed time "
+                              "explains. `drift_share` is what the "
+                              "retraining sensor compares with drift.share_threshold; `drift_share_vs_training` is the "
+                              "plain comparison with the training windows."),
         AssetSpec("prediction_drift", group_name=GROUP, deps=_MONITOR_DEPS,
                   description="Drift of the champion's ONNX score distribution: training-window rows vs latest-window rows."),
         AssetSpec("target_drift", group_name=GROUP, deps=_MONITOR_DEPS,
@@ -96,10 +100,14 @@ def champion_monitoring(context: AssetExecutionContext, persona: PersonaConfig, 
     fingerprint = registry.data_hash(str(len(events)), str(events["ts"].max()),
                                      str(int(pd.util.hash_pandas_object(events, index=False).sum())))
 
-    fd = mon.feature_drift(ref_X, cur_X, max_rows=knobs["max_rows"], share_threshold=knobs["share_threshold"],
-                           html_path=out / "feature_drift.html")
-    fd_train = mon.feature_drift(mon.champion_reference(champ, "training"), cur_X, max_rows=knobs["max_rows"],
-                                 share_threshold=knobs["share_threshold"], html_path=out / "feature_drift_vs_training.html")
+    train_X = mon.champion_reference(champ, "training")
+    scale = mon.natural_scale(manifest["split"], window.start)
+    fd = mon.feature_drift(ref_X, cur_X, baseline_X=train_X, natural_scale=scale, max_rows=knobs["max_rows"],
+                           share_threshold=knobs["share_threshold"], column_threshold=knobs["column_threshold"],
+                           natural_factor=knobs["natural_factor"], html_path=out / "feature_drift.html")
+    fd_train = mon.feature_drift(train_X, cur_X, max_rows=knobs["max_rows"], share_threshold=knobs["share_threshold"],
+                                 column_threshold=knobs["column_threshold"],
+                                 html_path=out / "feature_drift_vs_training.html")
     pdrift, stats = mon.prediction_drift(mon.onnx_scores(champ, ref_X), mon.onnx_scores(champ, cur_X),
                                          max_rows=knobs["max_rows"], html_path=out / "prediction_drift.html")
     split = manifest["split"]
@@ -122,7 +130,9 @@ def champion_monitoring(context: AssetExecutionContext, persona: PersonaConfig, 
 
     yield MaterializeResult(asset_key="feature_drift", metadata={
         **common, "data_fingerprint": fingerprint, "drift_share": fd.share_drifted, "n_drifted": fd.n_drifted, "n_columns": fd.n_columns,
-        "share_threshold": knobs["share_threshold"], "reference_rows": len(ref_X), "current_rows": len(cur_X),
+        "share_threshold": knobs["share_threshold"], "column_threshold": knobs["column_threshold"],
+        "natural_factor": knobs["natural_factor"], "natural_scale": scale,
+        "reference_rows": len(ref_X), "current_rows": len(cur_X),
         "reference": "champion's latest validated window (eval/drift_current_X.npy)",
         "drift_share_vs_training": fd_train.share_drifted,
         "report_vs_training": _link(out / "feature_drift_vs_training.html"),

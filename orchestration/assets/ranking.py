@@ -26,7 +26,7 @@ def _data_hash(warehouse: Warehouse, settings) -> str:
 
 
 @asset(group_name=GROUP, deps=[AssetKey("fct_events"), AssetKey("dim_items"), AssetKey("item_embeddings"),
-                               AssetKey("user_profiles")],
+                               AssetKey("user_profiles"), AssetKey("review_sentiment")],
        description="LightGBM lambdarank over (user, candidate) features on a temporal split, evaluated on the test "
                    "window against popularity, co-visitation and repeat baselines (bootstrap 95% intervals), "
                    "exported to ONNX into a new registry version with the serving snapshot.")
@@ -94,7 +94,12 @@ def write_serving_files(folder: Path, settings, warehouse: Warehouse, items: pd.
         records[str(r.user_id)] = {
             "segment": int(r.segment), "tags": [str(t) for t in r.tags], "top_categories": [str(t) for t in r.top_categories],
             "top_brands": [str(t) for t in r.top_brands], "price_band": r.price_band, "activity_level": r.activity_level,
-            "lifecycle_stage": r.lifecycle_stage, "purchase_intent": bool(r.purchase_intent)}
+            "lifecycle_stage": r.lifecycle_stage, "purchase_intent": bool(r.purchase_intent), "batch_interests": []}
+    interests = warehouse.read(settings, "select user_id, label, weight from user_interests where snapshot = 'serving' "
+                                         "order by user_id, interest_rank")
+    for r in interests.itertuples(index=False):
+        if str(r.user_id) in records:
+            records[str(r.user_id)]["batch_interests"].append({"label": str(r.label), "weight": round(float(r.weight), 4)})
     (folder / "profiles.json").write_text(json.dumps(records))
     enc = settings["encoder"]
     cached = ensure_encoder(settings.models_dir / "encoders", enc["model"], int(enc["max_length"]))

@@ -1,8 +1,24 @@
 -- One row per session (identified and anonymous), full history.
+--
+-- Incremental (delete+insert on session_id): a run recomputes, from all of their events, only the
+-- sessions that received events fct_events wrote after this table's last load (`loaded_at`
+-- watermark). A session spanning the boundary between two loads is therefore rebuilt whole and
+-- comes out as a full rebuild would.
+{{ config(materialized='incremental', unique_key='session_id', incremental_strategy='delete+insert',
+          on_schema_change='fail') }}
 
 with events as (
 
     select * from {{ ref('fct_events') }}
+    {% if is_incremental() %}
+    where session_id in (
+        select session_id
+        from {{ ref('fct_events') }}
+        where loaded_at > (
+            select coalesce(max(loaded_at), cast('1900-01-01' as {{ dbt.type_timestamp() }})) from {{ this }}
+        )
+    )
+    {% endif %}
 
 )
 
@@ -19,7 +35,8 @@ select
     count(distinct item_id) as n_items,
     count(case when event_type = 'cart' then 1 end) > 0 as has_cart,
     count(case when event_type = 'purchase' then 1 end) > 0 as has_purchase,
-    coalesce(sum(revenue), 0) as revenue
+    coalesce(sum(revenue), 0) as revenue,
+    max(loaded_at) as loaded_at
 
 from events
 group by session_id
