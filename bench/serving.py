@@ -157,8 +157,26 @@ def onnx_vs_native(version_dir: Path, rows: int = 500, repeats: int = 2000) -> d
     native_ms = float(np.median(times[native])) * 1e3
     onnx_ms = float(np.median(times[run_onnx])) * 1e3
     diff = float(np.max(np.abs(booster.predict(X, num_threads=1) - onnx(X))))
+    # fixed cost per call vs cost per row: the same comparison over batch sizes (rows repeated past the test rows)
+    scaling = {}
+    for n in (1, 50, 500, 5000):
+        Xn = np.ascontiguousarray(np.vstack([X] * (n // len(X) + 1))[:n])
+        med = {}
+        for name, fn in (("native_ms", lambda: booster.predict(Xn, num_threads=1)), ("onnx_ms", lambda: onnx(Xn))):
+            for _ in range(10):
+                fn()
+            ts = []
+            for _ in range(max(20, 20000 // n)):
+                t = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - t)
+            med[name] = float(np.median(ts)) * 1e3
+        scaling[str(n)] = {k: round(v, 4) for k, v in med.items()} | {
+            "speedup": round(med["native_ms"] / med["onnx_ms"], 2),
+            "native_us_per_row": round(med["native_ms"] * 1e3 / n, 3), "onnx_us_per_row": round(med["onnx_ms"] * 1e3 / n, 3)}
     return {"rows": rows, "native_lightgbm_ms": round(native_ms, 4), "onnx_ms": round(onnx_ms, 4),
-            "speedup": round(native_ms / onnx_ms, 2), "max_abs_diff": diff, "n_trees": booster.num_trees()}
+            "speedup": round(native_ms / onnx_ms, 2), "max_abs_diff": diff, "n_trees": booster.num_trees(),
+            "n_leaves": int(sum(t["num_leaves"] for t in booster.dump_model()["tree_info"])), "by_batch_size": scaling}
 
 
 def stage_profile(version_dir: Path, cfg: dict, users: list[str], k: int = 10) -> dict:
@@ -263,7 +281,10 @@ def main(argv: list[str] | None = None) -> int:
                      "server_core": args.server_core if pin else None,
                      "client_core": args.client_core if pin else None, "cpus": ncpu,
                      "loadavg_before": [round(x, 2) for x in load_before], "python": platform.python_version(),
-                     "machine": platform.machine()}}
+                     "machine": platform.machine(),
+                     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                     "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                              text=True).stdout.strip() or None}}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "serving.json").write_text(json.dumps(out, indent=2))
     (RESULTS / "serving.md").write_text(render_md(out))
@@ -273,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def render_md(out: dict) -> str:
     s = out["setup"]
-    lines = ["# Serving benchmark", "",
+    lines = ["# Serving benchmark", "", f"{s.get('date', '')} · commit `{s.get('commit')}` · command `make bench-serving`", "",
              f"Model version `{out['model_version']}`; `/v1/recommendations?k={s['k']}` over HTTP; one uvicorn "
              f"process pinned to core {s['server_core']}, the load generator (asyncio keep-alive HTTP/1.1) on core "
              f"{s['client_core']}; {s['warmup_per_level']} warm-up + {s['requests_per_level']} measured requests "
@@ -285,12 +306,20 @@ def render_md(out: dict) -> str:
     o = out["onnx_vs_native"]
     lines += ["", f"ONNX vs native LightGBM, the same {o['rows']} real feature rows, one thread each, same process "
                   f"({o['n_trees']} trees): native {o['native_lightgbm_ms']} ms, ONNX {o['onnx_ms']} ms: "
-                  f"**{o['speedup']}x** (max |diff| {o['max_abs_diff']:.2e}).", "",
+                  f"**{o['speedup']}x** (max |diff| {o['max_abs_diff']:.2e}).", ""]
+    if "by_batch_size" in o:
+        lines += [f"The same comparison by batch size ({o['n_trees']} trees, {o['n_leaves']} leaves in all): where "
+                  "the time goes is per row, not per call, so the ratio is the two tree-walking kernels' ratio.", "",
+                  "| rows | native ms | ONNX ms | native µs/row | ONNX µs/row | native / ONNX |", "|---|---|---|---|---|---|"]
+        lines += [f"| {n} | {v['native_ms']} | {v['onnx_ms']} | {v['native_us_per_row']} | {v['onnx_us_per_row']} | "
+                  f"{v['speedup']}x |" for n, v in o["by_batch_size"].items()]
+        lines += [""]
+    lines += [
               f"Server peak RSS: {out['server_peak_rss_mb']} MB.", "",
               "Where one request's time goes (in-process, median ms): " +
               ", ".join(f"{k} {v}" for k, v in out["stages_ms"].items()) +
               f". The HTTP floor (`/health`, no model work, concurrency 1) is p50 {out['health_floor_c1']['p50_ms']} ms, "
-              f"p99 {out['health_floor_c1']['p99_ms']} ms; the rest is FastAPI parameter handling, the threadpool hop, "
+              f"p99 {out['health_floor_c1']['p99_ms']} ms; the rest is FastAPI parameter handling, "
               "JSON, and, above concurrency 1, queueing behind other requests on the one server core "
               "(latency ~ concurrency / throughput).", ""]
     return "\n".join(lines)
