@@ -80,6 +80,7 @@ REPAIRS: dict[str, str] = {
     "truncated_<field>": "text longer than quality.max_text_lengths.<field>: cut to the limit",
     "pii_email_masked": "an e-mail address in free text replaced by [email]",
     "pii_phone_masked": "a phone number in free text replaced by [phone]",
+    "pii_masked_in_quarantine": "a quarantined row's raw record held an e-mail or phone number: masked the same way",
     "negative_quantity_to_return": "a cancellation line's negative quantity stored as a positive return quantity",
 }
 

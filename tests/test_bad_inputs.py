@@ -222,6 +222,19 @@ def test_pii_in_free_text_is_masked_and_counted(tmp_path):
     assert r.repairs == {"pii_email_masked": 1, "pii_phone_masked": 1}
 
 
+def test_pii_in_a_quarantined_rows_raw_record_is_masked_too(tmp_path):
+    rows = list(ROWS)
+    rows[4] = replace_field(rows[4], "search_terms", "mail jane.doe@example.com or (555) 123-4567")
+    rows.append(rows[4])  # an exact duplicate: quarantined, its raw record kept
+    r = load(write(tmp_path, rows))
+    q = quarantined(r)
+    assert q["reason"].tolist() == ["duplicate_row"]
+    raw = json.loads(q["raw"].iloc[0])  # still valid JSON
+    assert "jane.doe@example.com" not in q["raw"].iloc[0] and "123-4567" not in q["raw"].iloc[0]
+    assert raw["search_terms"] == "mail [email] or [phone]"
+    assert r.repairs == {"pii_email_masked": 1, "pii_phone_masked": 1, "pii_masked_in_quarantine": 1}
+
+
 def test_pii_masking_leaves_skus_prices_and_dates_alone():
     from data_contracts.pii import mask_text
 

@@ -157,11 +157,30 @@ def repair_text(frame: pd.DataFrame, fields: Iterable[str], limits: Limits | Non
     return frame.assign(**updates) if updates else frame
 
 
+def mask_quarantine(quarantine: pa.Table, limits: Limits | None, repairs: dict[str, int]) -> pa.Table:
+    """A rejected row keeps its raw record for the reader of the quarantine, but not the e-mail addresses and
+    phone numbers in it: the whole record is masked (any of its fields may be free text), and the rows so
+    masked are counted as `pii_masked_in_quarantine`. The masks' characters are JSON-safe."""
+    if limits is None or not limits.mask_pii or quarantine.num_rows == 0 or "raw" not in quarantine.column_names:
+        return quarantine
+    from data_contracts.pii import mask_series
+
+    raw = quarantine.column("raw").to_pandas()
+    masked, n_email, n_phone = mask_series(raw)
+    if not (n_email or n_phone):
+        return quarantine
+    changed = int((masked.astype(object) != raw.astype(object)).sum())
+    repairs["pii_masked_in_quarantine"] = repairs.get("pii_masked_in_quarantine", 0) + changed
+    i = quarantine.column_names.index("raw")
+    return quarantine.set_column(i, quarantine.schema.field(i), pa.array(masked.tolist(), type=pa.string()))
+
+
 def finish(events: pd.DataFrame, items: pd.DataFrame, quarantine: pa.Table, rows_in: int,
            repairs: dict[str, int], limits: Limits | None = None, unit: str = "events") -> AdapterResult:
     repairs = dict(repairs)
     events = repair_text(events, ("query", "review_text"), limits, repairs)
     items = repair_text(items, ("title", "description"), limits, repairs)
+    quarantine = mask_quarantine(quarantine, limits, repairs)
     repairs = {k: v for k, v in repairs.items() if v}
     events_t = conform(pa.Table.from_pandas(events, preserve_index=False), EVENTS_SCHEMA, "events")
     items_t = conform(pa.Table.from_pandas(items, preserve_index=False), ITEMS_SCHEMA, "items")
