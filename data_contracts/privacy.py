@@ -17,6 +17,10 @@ Serving applies the same hash to the shop's raw ids with `Pseudonymizer` (no tor
     pseudo.user_id("0824839726118485274")            # -> the user_id stored in the warehouse
     pseudo.session_id(raw_session)                   # -> the session_id stored in the warehouse
 
+Each model version's manifest records the key's `fingerprint` (`pseudonym_key`); serving refuses a version made
+under another key (its users would all look unknown), and the promotion gate lets a model trained under the
+current key replace a champion made under another one.
+
 With `privacy.pseudonymize: false` both are the identity, so callers need no branch.
 """
 
@@ -127,12 +131,22 @@ class Pseudonymizer:
         """The stored session id of a raw session id."""
         return raw if self.key is None or raw is None else pseudonymize_id(raw, self.key, "session")
 
+    @property
+    def fingerprint(self) -> str:
+        """`off`, or a short keyed digest that tells keys apart without revealing them (stored in model manifests)."""
+        return "off" if self.key is None else key_fingerprint(self.key)
+
     def describe(self) -> str:
         """One loggable line: where the key comes from (never the key)."""
         if self.key is None:
             return "user ids kept as given (privacy.pseudonymize: false)"
         return (f"user and session ids pseudonymized (HMAC-SHA256) with the key from {self.origin}"
                 + (" (created now, mode 0600)" if self.created else ""))
+
+
+def key_fingerprint(key: bytes) -> str:
+    """16 hex characters of HMAC(key, a fixed label): equal for equal keys, useless for recovering the key or ids."""
+    return hmac.new(key, b"persona:key-fingerprint", hashlib.sha256).hexdigest()[:16]
 
 
 def pseudonymize_id(raw_id, key: bytes, kind: str = "user") -> str | None:

@@ -197,6 +197,74 @@ def image_vectors_from_files(items: pd.DataFrame, column: str, encoder: ImageEnc
     return out, has
 
 
+class ImageTableError(ValueError):
+    """The image table (`fusion.images`) is unusable; the message names the file, row and column."""
+
+
+def read_image_table(path: str | Path) -> pd.DataFrame:
+    """The shop's image table: Parquet or CSV, one row per item_id (in a CSV a vector cell is a JSON list)."""
+    import json
+
+    p = Path(path)
+    is_csv = p.suffix.lower() not in (".parquet", ".pq")
+    if not p.is_file():
+        raise ImageTableError(f"fusion.images: no such file {p}")
+    try:
+        table = pd.read_csv(p, dtype={"item_id": str}) if is_csv else pd.read_parquet(p)
+    except Exception as exc:  # pyarrow and the CSV parser raise many kinds
+        raise ImageTableError(f"fusion.images {p}: cannot read it as {'CSV' if is_csv else 'Parquet'}: {exc}") from exc
+    if "item_id" not in table.columns:
+        raise ImageTableError(f"fusion.images {p}: no column 'item_id'; columns: {list(table.columns)}")
+    line = (lambda row: row + 2) if is_csv else (lambda row: row)  # a CSV row number is its line (header = 1)
+    ids = table["item_id"].astype("string").str.strip()
+    empty = (ids.isna() | (ids == "")).to_numpy(dtype=bool)
+    if empty.any():
+        raise ImageTableError(f"fusion.images {p} row {line(int(np.flatnonzero(empty)[0]))}: empty item_id")
+    dup = ids.duplicated(keep="first").to_numpy(dtype=bool)
+    if dup.any():
+        row = int(np.flatnonzero(dup)[0])
+        raise ImageTableError(f"fusion.images {p} row {line(row)}: item_id {ids.iloc[row]!r} appears twice "
+                              f"(one image per item)")
+    table = table.assign(item_id=ids.astype(str).to_numpy())
+    if is_csv:
+        for col in table.columns.drop("item_id"):
+            first = table[col].dropna().head(1).tolist()
+            if not (first and isinstance(first[0], str) and first[0].lstrip().startswith("[")):
+                continue
+            parsed = []
+            for row, cell in enumerate(table[col]):
+                try:
+                    parsed.append(json.loads(cell) if isinstance(cell, str) else None)
+                except json.JSONDecodeError as exc:
+                    raise ImageTableError(f"fusion.images {p} row {line(row)} column {col!r}: not a JSON list of "
+                                          f"numbers: {exc}") from exc
+            table[col] = parsed
+    return table
+
+
+def image_inputs(table: pd.DataFrame, item_ids: list[str], vector_column: str = "image_vector",
+                 path_column: str = "image_path", encoder_factory=None, base_dir: str | Path | None = None,
+                 source: str = "fusion.images") -> tuple[np.ndarray, np.ndarray]:
+    """((len(item_ids), d) float32, has_image) aligned to the embedded items; items without a row get a zero row.
+
+    Precomputed vectors (`vector_column`) win over image files (`path_column`, encoded by the model that
+    `encoder_factory()` loads, paths relative to `base_dir`). Rows for items not in the catalog are ignored.
+    """
+    aligned = table.set_index("item_id").reindex([str(i) for i in item_ids]).reset_index()
+    if vector_column in table.columns:
+        try:
+            return image_matrix_from_column(aligned, vector_column)
+        except ValueError as exc:
+            raise ImageTableError(f"{source}: {exc}") from exc
+    if path_column in table.columns:
+        if encoder_factory is None:
+            raise ImageTableError(f"{source}: column {path_column!r} holds image files but fusion.image_model is not "
+                                  f"set (a local Hugging Face vision model folder)")
+        return image_vectors_from_files(aligned, path_column, encoder_factory(), base_dir=base_dir)
+    raise ImageTableError(f"{source}: neither {vector_column!r} (precomputed vectors) nor {path_column!r} (image "
+                          f"files) is a column; columns: {list(table.columns)}")
+
+
 def fused_tower(text: np.ndarray, codes: np.ndarray | None = None, image: np.ndarray | None = None,
                 n_buckets: int = DEFAULT_BUCKETS, field_dim: int = 16):
     """The trainable fusion module (imports torch only when called)."""

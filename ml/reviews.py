@@ -266,6 +266,28 @@ def review_aggregates(events: pd.DataFrame, as_of, key: str) -> pd.DataFrame:
     return out.rename_axis(key)
 
 
+class MemoEncoder:
+    """Wraps a text encoder so a text met twice (sentiment, then review vectors) is encoded once per run."""
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+        self.memo: dict[str, np.ndarray] = {}
+        self.spec = getattr(encoder, "spec", "bundled:all-MiniLM-L6-v2")
+        self.max_length = getattr(encoder, "max_length", REVIEW_MAX_LENGTH)
+
+    @property
+    def dim(self) -> int:
+        return int(self.encoder.dim)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        new = [t for t in dict.fromkeys(texts) if t not in self.memo]
+        if new:
+            self.memo.update(zip(new, self.encoder.encode(new)))
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([self.memo[t] for t in texts]).astype(np.float32)
+
+
 def review_vectors(events: pd.DataFrame, encoder, as_of=None) -> tuple[list[str], np.ndarray]:
     """Per user: the L2-normalised mean embedding of their review texts (strictly before `as_of` if given).
 

@@ -168,7 +168,10 @@ def build_snapshot(events: pd.DataFrame, items: pd.DataFrame, item_ids: list[str
     it[:, 8] = (it[:, 0] * 30 / 7) / np.maximum(it[:, 1], 1)
     rev_cols = [ITEM_FEATURES.index(f"it_{f}") for f in REVIEW_FEATURES]
     it[:, rev_cols] = review_aggregates(ev, as_of, "i").reindex(range(n_items)).fillna(0.0)[REVIEW_FEATURES].to_numpy()
-    pop_score = it[:, 3] * 1e6 + per_item(ev["event_type"].isin(targets)) * 1e2 + it[:, 2] * 1e-6
+    # the popularity source: target events in the last candidates.popularity_days, then all-time targets, then events
+    recent = ev["age_days"] < float((cfg.get("candidates") or {}).get("popularity_days", 7))
+    pop_score = (per_item(recent & ev["event_type"].isin(targets)) * 1e6 + per_item(ev["event_type"].isin(targets)) * 1e2
+                 + it[:, 2] * 1e-6)
     pop_order = np.argsort(-pop_score, kind="stable").astype(np.int32)
 
     cats = itm["category_path"].astype(object)

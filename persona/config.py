@@ -111,11 +111,17 @@ DEFAULTS: dict[str, Any] = {
                  {"num_leaves": 7, "min_child_samples": 100, "learning_rate": 0.03, "reg_lambda": 5.0}],
     },
     "evaluation": {"bootstrap": 1000, "seed": 7},
-    # two-tower profile refinement (ml/refine.py; asset refined_profiles). Kept because it beat the unrefined
-    # profile on GA test Recall@20 with the paired CI above zero (bench/results/refinement.md).
+    # two-tower profile refinement (ml/refine.py; asset refined_profiles). Kept as published tables because it beat
+    # the unrefined profile on GA test Recall@20 with the paired CI above zero (bench/results/refinement.md); not
+    # fed to the ranker, where it gave no gain (bench/results/refinement_ranker.md).
     "refinement": {"enabled": True, "item_tower": "fused", "user_tower": "attention", "epochs": 4,
                    "batch_size": 256, "lr": 0.002, "temperature": 0.05, "max_history": 50,
                    "max_examples": 30000, "seed": 0, "device": "auto"},
+    # image vectors for the fused item tower (ml/fusion.py): `images` is a Parquet/CSV file keyed by item_id with
+    # precomputed vectors (vector_column) or image files (path_column, relative to that file's folder) encoded
+    # by the local Hugging Face vision model folder `image_model`. null = text + structured fields only.
+    "fusion": {"images": None, "vector_column": "image_vector", "path_column": "image_path", "image_model": None,
+               "batch_size": 16, "device": "auto"},
     "registry": {"promotion_tolerance": 0.0},
     "onnx": {"target_opset": 15, "parity_tolerance": 1e-4},
     "drift": {"max_rows": 5000, "share_threshold": 0.2, "column_threshold": 0.1, "natural_factor": 2.0,

@@ -129,6 +129,7 @@ class ServingState:
         self.predictions = PredictionLog(settings.path(self.cfg["prediction_log"]),
                                          float(self.cfg["prediction_log_sample_rate"]))
         self.bundle = self._load(registry.champion_dir(models_dir))
+        self._refused: str | None = None  # the last promoted version that failed to load
         self.metrics.set_model(self.bundle.version)
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -144,16 +145,25 @@ class ServingState:
         return replace(e, user_id=self.pseudo.user_id(e.user_id), session_id=self.pseudo.session_id(e.session_id))
 
     def _load(self, version_dir: Path) -> ModelBundle:
-        return ModelBundle(version_dir, self.settings.data, providers=self.providers)
+        bundle = ModelBundle(version_dir, self.settings.data, providers=self.providers)
+        made_under = bundle.manifest.get("pseudonym_key")  # absent in versions older than the field
+        if made_under is not None and made_under != self.pseudo.fingerprint:
+            raise ModelVersionError(
+                f"model {bundle.version} holds user ids pseudonymized with another key (fingerprint {made_under}) "
+                f"than serving's ({self.pseudo.fingerprint}, {self.pseudo.describe()}): every user would look "
+                "unknown. Serve with the key the warehouse was built with ($PERSONA_PSEUDONYM_KEY or "
+                "privacy.key_file), or retrain under this one.")
+        return bundle
 
     def check_for_new_version(self) -> bool:
         """Load and swap in the champion if it changed; a version that fails to load leaves the old one serving."""
         version = registry.champion_version(self.models_dir)
-        if not version or version == self.bundle.version:
+        if not version or version in (self.bundle.version, self._refused):
             return False
         try:
             bundle = self._load(registry.champion_dir(self.models_dir))
         except (ModelVersionError, registry.RegistryError, OSError, ValueError, KeyError) as exc:
+            self._refused = version  # tried once per promotion, not once per reload interval
             self.metrics.swap_failures.inc()
             log.error("promoted version %s failed to load, still serving %s: %s", version, self.bundle.version, exc)
             return False

@@ -194,3 +194,32 @@ def test_gpu_check_exits_1_and_names_the_failed_check(monkeypatch, capsys, tmp_p
     assert [(c["check"], c["ok"]) for c in summary["checks"]] == [("encoder", False)]
     assert "RuntimeError: CUDA error: out of memory" in summary["checks"][0]["error"]
     assert "[FAIL] encoder" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_rematerializing_item_embeddings_on_an_unchanged_catalog_encodes_zero_texts(pipeline_run, tmp_path):
+    """The Dagster asset, not just the function: a second materialization on the same items reuses every vector."""
+    import shutil
+
+    from dagster import materialize
+
+    from orchestration.assets.profiles import item_embeddings
+    from orchestration.resources import PersonaConfig, Warehouse
+    from persona.config import load_settings
+    from persona.warehouse import read_df
+    from tests.conftest import write_config
+
+    settings, result = pipeline_run
+    first = result.asset_materializations_for_node("item_embeddings")[0].metadata
+    assert first["encoded"].value > 0 and first["reused"].value == 0  # the first run, on an empty warehouse
+    (tmp_path / "warehouse").mkdir()
+    shutil.copy(settings.warehouse_path, tmp_path / "warehouse" / settings.warehouse_path.name)
+    config = write_config(tmp_path, settings.source_path)
+    res = materialize([item_embeddings], resources={"persona": PersonaConfig(config_file=str(config)),
+                                                    "warehouse": Warehouse()})
+    meta = res.asset_materializations_for_node("item_embeddings")[0].metadata
+    assert meta["encoded"].value == 0 and meta["reused"].value == first["dagster/row_count"].value
+    sql = "select item_id, embedding from item_embeddings order by item_id"
+    a, b = read_df(load_settings(config).warehouse_path, sql), read_df(settings.warehouse_path, sql)
+    assert a["item_id"].tolist() == b["item_id"].tolist()
+    assert np.array_equal(np.stack(a["embedding"]), np.stack(b["embedding"]))

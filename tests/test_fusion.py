@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from ml.embeddings import ModelNotFoundError
-from ml.fusion import (ImageEncoder, fused_tower, image_matrix_from_column, image_vectors_from_files,
-                       structured_codes)
+from ml.fusion import (ImageEncoder, ImageTableError, fused_tower, image_inputs, image_matrix_from_column,
+                       image_vectors_from_files, read_image_table, structured_codes)
 
 BUCKETS = 4096
 
@@ -136,3 +136,67 @@ def test_unreadable_image_file_names_the_item(tmp_path):
 def test_missing_vision_model_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ModelNotFoundError, match=r"no model folder with a config.json"):
         ImageEncoder(tmp_path / "no-such-model", device="cpu")
+
+
+def test_image_table_csv_vectors_align_to_the_catalog_and_ignore_unknown_items(tmp_path):
+    path = tmp_path / "images.csv"
+    path.write_text("item_id,image_vector\nb,\"[0, 1, 0]\"\nzz,\"[1, 1, 1]\"\na,\"[1, 0, 0]\"\n")
+    image, has = image_inputs(read_image_table(path), ["a", "b", "c"])
+    assert has.tolist() == [True, True, False]
+    assert image.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 0]]
+
+
+@pytest.mark.parametrize("text, match", [
+    ("item_id,image_vector\na,\"[1, 0]\"\na,\"[0, 1]\"\n", r"images\.csv row 3: item_id 'a' appears twice"),
+    ("sku,image_vector\na,\"[1, 0]\"\n", r"images\.csv: no column 'item_id'"),
+    ("item_id,image_vector\na,\"[1, 0\"\n", r"images\.csv row 2 column 'image_vector': not a JSON list"),
+    ("item_id,picture\na,x.png\n", r"neither 'image_vector' .* nor 'image_path'"),
+    ("item_id,image_path\na,x.png\n", r"fusion\.image_model is not set"),
+])
+def test_a_bad_image_table_is_a_clear_error_naming_file_row_and_column(tmp_path, text, match):
+    path = tmp_path / "images.csv"
+    path.write_text(text)
+    with pytest.raises(ImageTableError, match=match):
+        image_inputs(read_image_table(path), ["a"], source=f"fusion.images {path}")
+
+
+@pytest.mark.slow
+def test_refined_profiles_asset_encodes_the_configured_image_files_into_the_item_tower(pipeline_run, tmp_path):
+    """fusion.images + fusion.image_model on a copy of the end-to-end warehouse: the asset encodes the image files
+    with the (tiny, random) vision model and trains the fused tower with them."""
+    import shutil
+
+    from dagster import materialize
+    from PIL import Image
+
+    from orchestration.assets.refinement import refined_profiles
+    from orchestration.resources import PersonaConfig, Warehouse
+    from persona.config import load_settings
+    from persona.warehouse import read_df
+    from tests.conftest import write_config
+
+    settings, result = pipeline_run
+    assert result.success
+    folder = tmp_path / "run"
+    (folder / "warehouse").mkdir(parents=True)
+    shutil.copy(settings.warehouse_path, folder / "warehouse" / settings.warehouse_path.name)
+    items = read_df(settings.warehouse_path, "select item_id from item_embeddings order by item_id")["item_id"]
+    pictured = items.iloc[::5].tolist()
+    (folder / "img").mkdir()
+    for n, item in enumerate(pictured):
+        Image.new("RGB", (32, 32), (n * 37 % 256, n * 91 % 256, 128)).save(folder / "img" / f"{n}.png")
+    pd.DataFrame({"item_id": pictured, "image_path": [f"img/{n}.png" for n in range(len(pictured))]}).to_csv(
+        folder / "images.csv", index=False)
+    config = write_config(folder, settings.source_path, fusion__images=str(folder / "images.csv"),
+                          fusion__image_model=str(_tiny_vision_model(tmp_path / "vit")))
+    res = materialize([refined_profiles], resources={"persona": PersonaConfig(config_file=str(config)),
+                                                     "warehouse": Warehouse()})
+    assert res.success
+    meta = res.asset_materializations_for_node("refined_profiles")[0].metadata
+    assert meta["items_with_image"].value == len(pictured) > 0
+    with_images = load_settings(config).warehouse_path
+    sql = "select item_id, vector from refined_item_vectors where snapshot = 'serving' order by item_id"
+    a, b = read_df(with_images, sql), read_df(settings.warehouse_path, sql)
+    assert a["item_id"].tolist() == b["item_id"].tolist() == items.tolist()
+    moved = np.linalg.norm(np.stack(a["vector"]) - np.stack(b["vector"]), axis=1)
+    assert moved.max() > 1e-3  # the image inputs changed what the tower learned

@@ -152,3 +152,11 @@ def test_a_challenger_trained_on_shuffled_labels_is_refused_and_the_champion_kee
     assert registry.champion_version(models) == champion
     assert "refused" in (tmp_path / "alerts.jsonl").read_text()
     assert registry.verify(models) == []
+
+    # a champion made under another pseudonymization key cannot serve this warehouse's users (all would look
+    # unknown): the gate lets the weaker challenger, made under the current key, replace it
+    for d, key in ((models / "versions" / champion, "0" * 16), (bad, "f" * 16)):
+        m = json.loads((d / "manifest.json").read_text())
+        (d / "manifest.json").write_text(json.dumps(dict(m, pseudonym_key=key)))
+    g2 = gate_versions(bad, models / "versions" / champion, tolerance=float(settings["registry"]["promotion_tolerance"]))
+    assert g2.promote and "another pseudonymization key" in g2.reason and g2.challenger_ndcg < g2.champion_ndcg

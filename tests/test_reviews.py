@@ -238,6 +238,11 @@ def test_review_sentiment_asset_scores_each_review_event_and_load_events_joins_t
                                     "using (event_id) group by e.user_id, e.review_text").df()["n"]
     assert len(scores_per_review) > 0 and (scores_per_review == 1).all()  # one score per review, however many copies
     assert SentimentModel.load(settings.artifacts_dir / "reviews" / "sentiment_model.joblib").clf is not None
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        uv = con.sql("select user_id, n_review_texts, vector from user_review_vectors order by user_id").df()
+    texted = ev.loc[ev["review_text"].notna()].groupby("user_id").size()
+    assert uv["user_id"].tolist() == sorted(texted.index) and uv["n_review_texts"].tolist() == texted.sort_index().tolist()
+    assert np.allclose(np.linalg.norm(np.stack(uv["vector"]), axis=1), 1.0, atol=1e-5)
 
 
 def test_loading_something_that_is_not_a_sentiment_model_names_the_file(tmp_path):

@@ -161,11 +161,16 @@ def test_explain_names_candidate_sources_and_top_features(server, env):
         assert all(f["feature"] in FEATURES for f in e["top_features"])
         contrib = [abs(f["contribution"]) for f in e["top_features"]]
         assert contrib == sorted(contrib, reverse=True) and contrib[0] > 0
-    # the repeat source is named exactly for items the user interacted with
+    # the sources named are the offline candidate generation's; repeat only ever names items the user touched
     snap = env["snap"]
-    hist = {str(snap.item_ids[i]) for i in snap.history(snap.user_index[env["stored"](user)])[0]}
+    u = snap.user_index[env["stored"](user)]
+    hist = {str(snap.item_ids[i]) for i in snap.history(u)[0]}
+    cand = generate(snap, u, env["settings"]["candidates"])
+    row_of = {str(snap.item_ids[i]): n for n, i in enumerate(cand.items)}
     for it in r["items"]:
-        assert ("repeat" in it["explanation"]["sources"]) == (it["item_id"] in hist)
+        offline = {SOURCES[j] for j in np.flatnonzero(cand.sources[row_of[it["item_id"]]])}
+        assert set(it["explanation"]["sources"]) == offline
+        assert "repeat" not in offline or it["item_id"] in hist
 
 
 def test_exclude_purchased_drops_bought_items(server, env):
@@ -475,3 +480,43 @@ def test_server_without_the_ingestion_key_refuses_to_start_naming_the_missing_ke
     assert "no pseudonymization key" in out.stderr and str(missing) in out.stderr
     assert "Traceback" not in out.stderr
     assert not missing.exists()  # serving never creates a key that would match none of the stored ids
+
+
+def _copy_with_key(models: Path, src: Path, key: str) -> Path:
+    """The same real artifacts as a new version whose manifest says it was made under another pseudonym key."""
+    def write(folder: Path) -> None:
+        for f in src.iterdir():
+            if f.name not in ("manifest.json", "metrics.json", "features.json"):
+                (shutil.copytree if f.is_dir() else shutil.copy2)(f, folder / f.name)
+
+    manifest = dict(json.loads((src / "manifest.json").read_text()), pseudonym_key=key)
+    return registry.create_version(models, write, manifest, json.loads((src / "metrics.json").read_text()),
+                                   json.loads((src / "features.json").read_text()))
+
+
+def test_a_model_made_under_another_pseudonym_key_is_refused_at_start_and_on_reload(server, env, tmp_path):
+    from data_contracts.privacy import Pseudonymizer
+
+    models, serving_now = env["models"], server.get("/health").json()["model_version"]
+    src = models / "versions" / serving_now
+    ours = json.loads((src / "manifest.json").read_text())["pseudonym_key"]
+    assert ours == Pseudonymizer.from_settings(env["settings"], create=False).fingerprint != "off"
+
+    # promoted while serving: the watcher refuses it and the current version keeps answering
+    other = _copy_with_key(models, src, "0123456789abcdef")
+    registry.promote(models, other.name)
+    try:
+        time.sleep(2.0)  # several reload intervals (0.3 s)
+        assert server.get("/health").json()["model_version"] == serving_now
+        r = server.get("/v1/recommendations", user_id=_users(env, 1)[0], k=5)
+        assert r.status_code == 200 and r.json()["model_version"] == serving_now
+        assert "persona_model_swap_failures_total 1.0" in server.get("/metrics").text  # tried once, not per tick
+        # at start: a clear refusal naming the version and both fingerprints, no traceback
+        out = subprocess.run([sys.executable, "-c", "from serving.app import create_app; create_app()"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120,
+                             env=dict(os.environ, PERSONA_CONFIG=str(env["config"])))
+        assert out.returncode != 0 and "Traceback" not in out.stderr
+        assert other.name in out.stderr and "another key" in out.stderr and "0123456789abcdef" in out.stderr
+        assert ours in out.stderr
+    finally:
+        registry.promote(models, serving_now)

@@ -67,6 +67,25 @@ def test_unknown_users_get_popular_candidates_only(data):
     assert cand.sources[:, SOURCES.index("popularity")].all()
 
 
+def test_popularity_source_ranks_by_targets_in_the_configured_recent_days(data):
+    """candidates.popularity_days sets the window the popularity source counts cart/purchase events in."""
+    import copy
+
+    events, items, ids, matrix, cfg = data
+    targets = set(cfg["targets"])
+    for days in (1, 14):
+        c = copy.deepcopy(cfg)
+        c["candidates"]["popularity_days"] = days
+        snap = snapshot_at(events, items, ids, matrix, CUTOFF, c)
+        recent = events.loc[(events["ts"] < CUTOFF) & (events["ts"] >= CUTOFF - pd.Timedelta(days=days))
+                            & events["event_type"].isin(targets) & events["item_id"].isin(ids)]
+        by_hand = recent.groupby("item_id").size()
+        top = [str(snap.item_ids[i]) for i in snap.pop_order[:len(by_hand)]]
+        counts = by_hand.reindex(top).fillna(0).to_numpy()
+        assert (np.diff(counts) <= 0).all() and counts[0] == by_hand.max() > 0, days  # most recent targets first
+        assert set(top) == set(by_hand.index), days  # every item with recent targets precedes those without
+
+
 def test_split_needs_history_before_the_first_window_and_targets_need_history():
     with pytest.raises(SplitError, match="too short"):
         make_split(pd.Timestamp("2016-10-01"), pd.Timestamp("2016-10-20"), 14, 14, 14, 1)

@@ -8,6 +8,7 @@ import pandas as pd
 from dagster import (AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, AssetKey, MetadataValue, Output,
                      asset, asset_check)
 
+from data_contracts.privacy import Pseudonymizer
 from ml import registry
 from ml.features import FEATURES
 from ml.onnx_export import OnnxScorer, export_ranker
@@ -53,7 +54,8 @@ def ranker_model(context: AssetExecutionContext, persona: PersonaConfig, warehou
     manifest = {"split": result.split.as_dict(), "training_cutoff": str(result.split.training_cutoff),
                 "data_hash": _data_hash(warehouse, settings), "code_version": registry.code_version(),
                 "targets": cfg["targets"], "n_features": len(FEATURES), "encoder": cfg["encoder"]["model"],
-                "serving_as_of": str(result.split.end), "counts": result.counts}
+                "serving_as_of": str(result.split.end), "counts": result.counts,
+                "pseudonym_key": Pseudonymizer.from_settings(settings, create=False).fingerprint}
     version_dir = registry.create_version(settings.models_dir, write, manifest, metrics, FEATURES)
     context.log.info(f"wrote model version {version_dir.name}")
 

@@ -2,6 +2,7 @@
 
 Kept in the pipeline because it beat the unrefined profile in embedding retrieval on the GA test window
 (bench/results/refinement.md); the asset re-measures that on every run and puts both numbers in its metadata.
+Its vectors are published, not fed to the ranker: there they gave no gain (bench/results/refinement_ranker.md).
 """
 
 import json
@@ -13,7 +14,7 @@ from dagster import AssetExecutionContext, AssetKey, MaterializeResult, Metadata
 
 from ml import evaluation as E
 from ml import refine as R
-from ml.fusion import structured_codes
+from ml.fusion import ImageEncoder, image_inputs, read_image_table, structured_codes
 from ml.pipeline import split_for
 from ml.split import eligible_targets
 from orchestration.assets.common import load_embeddings, load_events, load_items, with_vectors
@@ -25,6 +26,23 @@ GROUP = "profiles"
 def _codes(items: pd.DataFrame, item_ids: list[str], n_buckets: int) -> np.ndarray:
     catalog = items.drop_duplicates("item_id").assign(item_id=lambda d: d["item_id"].astype(str)).set_index("item_id")
     return structured_codes(catalog.reindex(item_ids).reset_index(), n_buckets=n_buckets)
+
+
+def _images(settings, item_ids: list[str]) -> tuple[np.ndarray | None, int]:
+    """The `fusion.images` table aligned to the embedded items (None when not configured) and how many have one."""
+    fc = settings.data.get("fusion") or {}
+    if not fc.get("images"):
+        return None, 0
+    path = settings.path(fc["images"])
+    model = fc.get("image_model")
+
+    def encoder():
+        return ImageEncoder(settings.path(model), device=fc.get("device", "auto"), batch_size=int(fc["batch_size"]))
+
+    image, has = image_inputs(read_image_table(path), item_ids, vector_column=fc["vector_column"],
+                              path_column=fc["path_column"], encoder_factory=encoder if model else None,
+                              base_dir=path.parent, source=f"fusion.images {path}")
+    return image, int(has.sum())
 
 
 def _vectors(refined: R.Refined, events: pd.DataFrame, item_ids: list[str], as_of, snapshot: str
@@ -44,7 +62,7 @@ def _vectors(refined: R.Refined, events: pd.DataFrame, item_ids: list[str], as_o
                    "history; trained with in-batch InfoNCE on 'history before a session -> its cart/purchase items'. "
                    "Tables refined_user_vectors / refined_item_vectors, snapshots `evaluation` (trained before the "
                    "test window, scored on it against the unrefined profile) and `serving` (all events). "
-                   "Off with refinement.enabled: false.")
+                   "Image vectors join the item tower when fusion.images is set. Off with refinement.enabled: false.")
 def refined_profiles(context: AssetExecutionContext, persona: PersonaConfig, warehouse: Warehouse) -> MaterializeResult:
     settings = persona.settings()
     cfg = settings.data
@@ -56,19 +74,27 @@ def refined_profiles(context: AssetExecutionContext, persona: PersonaConfig, war
     items = load_items(warehouse, settings)
     item_ids, text = load_embeddings(warehouse, settings)
     codes = _codes(items, item_ids, rc.n_buckets) if rc.item_tower == "fused" else None
+    image, n_images = _images(settings, item_ids) if rc.item_tower == "fused" else (None, 0)
+    if n_images:
+        context.log.info(f"fusion.images: image vectors for {n_images} of {len(item_ids)} items "
+                         f"(dimension {image.shape[1]})")
+    elif cfg.get("fusion", {}).get("images"):
+        context.log.warning("fusion.images is set but refinement.item_tower is not 'fused' or no item has an "
+                            "image: images not used")
     split = split_for(events, cfg)
     targets = list(cfg["targets"])
     t0 = time.time()
     try:
-        evaluation = R.train(events, item_ids, text, split.training_cutoff, targets, rc, codes=codes, progress=False)
-        serving = R.train(events, item_ids, text, split.end, targets, rc, codes=codes, progress=False)
+        evaluation = R.train(events, item_ids, text, split.training_cutoff, targets, rc, codes=codes, image=image,
+                             progress=False)
+        serving = R.train(events, item_ids, text, split.end, targets, rc, codes=codes, image=image, progress=False)
     except R.NotEnoughBehaviour as exc:  # a tiny slice: the unrefined profiles stay the only ones
         context.log.warning(str(exc))
         return MaterializeResult(metadata={"enabled": True, "skipped": str(exc)})
     train_s = time.time() - t0
 
     meta: dict = {"enabled": True, "config": MetadataValue.json(rc.as_dict()), "device": evaluation.device,
-                  "train_examples": evaluation.n_examples, "train_seconds": round(train_s, 1),
+                  "items_with_image": n_images, "train_examples": evaluation.n_examples, "train_seconds": round(train_s, 1),
                   "final_loss": round(evaluation.losses[-1], 4) if evaluation.losses else None}
     test_t = eligible_targets(events, split.test, targets)
     if test_t:

@@ -6,8 +6,8 @@ import pandas as pd
 from dagster import AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, asset
 
 from ml.embeddings import TextEncoder
-from ml.reviews import LABELS, REVIEW_MAX_LENGTH, sentiment_table
-from orchestration.assets.common import md_table
+from ml.reviews import LABELS, REVIEW_MAX_LENGTH, MemoEncoder, review_vectors, sentiment_table
+from orchestration.assets.common import md_table, with_vectors
 from orchestration.resources import PersonaConfig, Warehouse
 
 GROUP = "profiles"
@@ -17,7 +17,8 @@ GROUP = "profiles"
        description="Sentiment (P(positive) - P(negative), in [-1, 1]) of each review event's text: LogisticRegression "
                    "on MiniLM embeddings, labels from the star rating (1-2 negative, 3 neutral, 4-5 positive), "
                    "scores out-of-fold by user; held-out accuracy / macro-F1 vs the majority class on a temporal "
-                   "split. Empty where the source has no reviews. Read by load_events for the review features.")
+                   "split. Empty where the source has no reviews. Read by load_events for the review features. Also "
+                   "user_review_vectors: per user, the normalised mean embedding of their review texts.")
 def review_sentiment(context: AssetExecutionContext, persona: PersonaConfig, warehouse: Warehouse) -> MaterializeResult:
     settings = persona.settings()
     events = warehouse.read(settings, "select event_id, user_id, item_id, ts, event_type, rating, review_text "
@@ -25,11 +26,19 @@ def review_sentiment(context: AssetExecutionContext, persona: PersonaConfig, war
     enc = settings["encoder"]
     encoder = None
     if len(events):
-        encoder = TextEncoder(enc["model"], device=enc["device"], batch_size=enc["batch_size"],
-                              max_length=REVIEW_MAX_LENGTH)
+        encoder = MemoEncoder(TextEncoder(enc["model"], device=enc["device"], batch_size=enc["batch_size"],
+                                          max_length=REVIEW_MAX_LENGTH))
     table, report, model = sentiment_table(events, encoder)
-    warehouse.replace(settings, {"review_sentiment": table})
-    metadata = {"dagster/row_count": len(table), "n_reviews": report["n_reviews"]}
+    users, vectors = review_vectors(events, encoder) if encoder is not None else ([], [])
+    n_texts = (events.loc[events["review_text"].notna()].groupby("user_id").size() if len(events)
+               else pd.Series(dtype="int64"))
+    user_vectors = pd.DataFrame({"user_id": pd.Series(users, dtype="string"),
+                                 "n_review_texts": n_texts.reindex(users).fillna(0).astype("int64").to_numpy(),
+                                 "vector": list(vectors)})
+    warehouse.replace(settings, {"review_sentiment": table,
+                                 "user_review_vectors": with_vectors(user_vectors, "vector")})
+    metadata = {"dagster/row_count": len(table), "n_reviews": report["n_reviews"],
+                "users_with_review_vector": len(user_vectors)}
     if "skipped" in report:
         context.log.info(f"review sentiment skipped: {report['skipped']}")
         metadata["skipped"] = report["skipped"]
