@@ -52,7 +52,18 @@ def _fmt_metric(m: dict, ci: dict, key: str) -> str:
     return f"{m[key]:.4f} [{lo:.3f}, {hi:.3f}]"
 
 
-def print_summary(summary: dict) -> None:
+def monitor_line(latest: dict | None) -> str | None:
+    """The champion monitor's retrain decision in one line (what the drift sensor acts on), or None."""
+    if not latest or "decision" not in latest:
+        return None
+    d, fd = latest["decision"], latest.get("feature_drift", {})
+    why = "; ".join(d.get("reasons") or []) or "nothing beyond its thresholds"
+    return (f"retrain trigger     {'YES' if d.get('retrain') else 'no'}: {fd.get('n_drifted', '?')}/"
+            f"{fd.get('n_columns', '?')} features beyond their natural movement, NDCG@10 "
+            f"{d.get('ndcg_now', float('nan')):.4f} vs champion {d.get('ndcg_champion', float('nan')):.4f} ({why})")
+
+
+def print_summary(summary: dict, latest_monitor: dict | None = None) -> None:
     print()
     print("Persona run summary")
     print("===================")
@@ -68,7 +79,11 @@ def print_summary(summary: dict) -> None:
     d = summary["ranker_vs_best_baseline"]
     print(f"\nranker - {d['baseline']} (NDCG@10): {d['mean']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]")
     print(f"onnx max |diff|     {summary['onnx_max_abs_diff']:.2e}")
-    print(f"drift share         {summary['drift_share']:.2%}   report {summary['drift_report']}")
+    print(f"features moved      {summary['drift_share']:.2%} (train vs test window, plain test)   "
+          f"report {summary['drift_report']}")
+    line = monitor_line(latest_monitor)
+    if line:
+        print(line)
     print(f"model               {summary['model_dir']}")
     print(f"warehouse           {summary['warehouse']}")
     print()
@@ -107,7 +122,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                   f"(alert appended to {settings.alerts_path})", file=sys.stderr)
         return 1
     summary = json.loads((settings.artifacts_dir / "summary.json").read_text())
-    print_summary(summary)
+    latest = settings.artifacts_dir / "drift" / "monitor" / "latest.json"
+    print_summary(summary, json.loads(latest.read_text()) if latest.exists() else None)
     print(f"summary written to {settings.artifacts_dir / 'summary.json'}")
     return 0
 
@@ -160,7 +176,7 @@ def cmd_models(args: argparse.Namespace) -> int:
                       f"  cutoff {str(r.get('training_cutoff') or '-')[:10]}  data {r.get('data_hash') or '-'}"
                       f"  code {r.get('code_version') or '-'}  created {str(r['created_at'] or '-')[:19]}")
             for h in registry.history(models_dir)[-5:]:
-                print(f"  {h['at'][:19]} {h['action']:<8} {h['version']} (was {h.get('previous')}) {h.get('reason', '')}")
+                print(f"  {h['at'][:19]} {h['action']:<8} {h['version']} {'(was ' + h['previous'] + ')' if h.get('previous') else '(first champion)'} {h.get('reason', '')}")
             for problem in registry.verify(models_dir):
                 print(f"  problem: {problem}", file=sys.stderr)
             return 0
@@ -229,11 +245,16 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     by_source = settings["quality"].get("max_quarantine_rate_by_source") or {}
     source = result.events.column("source")[0].as_py() if result.events.num_rows else (args.format or "mapping")
     limit = float(by_source.get(source, by_source.get(args.format or "", settings["quality"]["max_quarantine_rate"])))
+    cols = ["source_file", "source_row", "reason", "field", "raw"]
+    sample = (result.quarantine.slice(0, max(args.show, 0)).select(cols).to_pylist() if args.show > 0 else [])
     if args.json:
-        print(json.dumps({"path": str(args.path), "rows_in": s["rows_in"], "accepted": s["accepted"],
-                          "quarantined": s["quarantined"], "reasons": s["reasons"], "repairs": s["repairs"],
-                          "events": s["events"], "items": s["items"], "quarantine_rate": rate,
-                          "max_quarantine_rate": limit, "within_threshold": rate <= limit}))
+        out = {"path": str(args.path), "rows_in": s["rows_in"], "accepted": s["accepted"],
+               "quarantined": s["quarantined"], "reasons": s["reasons"], "repairs": s["repairs"],
+               "events": s["events"], "items": s["items"], "quarantine_rate": rate,
+               "max_quarantine_rate": limit, "within_threshold": rate <= limit}
+        if args.show > 0:
+            out["quarantine_sample"] = sample
+        print(json.dumps(out))
     else:
         print(f"{args.path}: {s['rows_in']:,} rows in, {s['accepted']:,} accepted "
               f"({s['events']:,} events, {s['items']:,} items), {s['quarantined']:,} quarantined ({rate:.2%})")
@@ -241,6 +262,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             print(f"  quarantined  {code:<24}{n:>10,}")
         for code, n in s["repairs"].items():
             print(f"  repaired     {code:<24}{n:>10,}")
+        if sample:
+            print(f"first {len(sample)} quarantined row(s) (row = 0-based data row, header not counted, as in "
+                  "quarantine_events.source_row):")
+            for q in sample:
+                raw = q["raw"] if q["raw"] is None or len(q["raw"]) <= 160 else q["raw"][:157] + "..."
+                print(f"  {Path(q['source_file']).name} row {q['source_row']}: {q['reason']}"
+                      f"{' (' + q['field'] + ')' if q['field'] else ''}  {raw}")
     if rate > limit:
         print(f"persona ingest: warning: quarantine rate {rate:.2%} is above {limit:.2%} "
               f"(a pipeline load of this file fails the blocking quarantine_rate check)", file=sys.stderr)
@@ -287,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     how.add_argument("--format", help="adapter name (data_contracts/adapters: ADAPTERS; docs/adapters.md)")
     how.add_argument("--mapping", help="YAML column mapping for the generic adapter (docs/adapters.md)")
     p.add_argument("--json", action="store_true", help="print rows_in, accepted, quarantined, reasons as JSON")
+    p.add_argument("--show", type=int, default=0, metavar="N",
+                   help="also list the first N quarantined rows: file, row, reason, field, raw record "
+                        "(--json: under 'quarantine_sample')")
     p.set_defaults(func=cmd_ingest)
     args = parser.parse_args(argv)
     try:

@@ -135,8 +135,19 @@ class ServingState:
         self._watcher: threading.Thread | None = None
 
     def stored_id(self, raw: str | None) -> str | None:
-        """The id the model knows for a shop's raw user id (its keyed hash when pseudonymization is on)."""
-        return self.pseudo.user_id(raw)
+        """The id the model knows for a shop's raw user id (its keyed hash when pseudonymization is on).
+
+        An id that is itself a stored pseudonym (copied from the warehouse) is refused with 422 rather than
+        served as an unknown user: hashing it again would silently give everyone the cold-start fallback.
+        """
+        stored = self.pseudo.user_id(raw)
+        if self.pseudo.enabled and raw is not None:
+            known = self.bundle.snapshot.user_index
+            if stored not in known and raw in known:
+                raise HTTPException(status_code=422, detail=(
+                    f"user_id {raw!r} is a warehouse pseudonym, not a shop user id: /v1 takes the shop's raw ids "
+                    "and applies the keyed hash itself (docs/serving.md, 'User ids')"))
+        return stored
 
     def stored_event(self, e: OnlineEvent) -> OnlineEvent:
         """An inbox event (raw ids, as the shop sent them) as the online store keys it."""

@@ -64,6 +64,9 @@ class ModelBundle:
     """Ranker, serving snapshot, catalog, batch profiles, text encoder and a faiss index of one version."""
 
     def __init__(self, version_dir: str | Path, cfg: dict, providers: list[str] | None = None):
+        import logging
+
+        logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its "no AVX512 build" note is not an error
         import faiss
 
         self.version_dir = Path(version_dir)

@@ -158,6 +158,22 @@ def test_malformed_csv_line_is_quarantined_with_its_line_number(tmp_path):
     assert r.accepted == 10
 
 
+def test_a_stray_quote_rejects_its_own_line_only_and_the_lines_after_it_are_parsed(tmp_path):
+    """An unclosed quote would make the csv module read the rest of the file as one field: only its line goes."""
+    rows = list(ROWS)
+    rows[3] = replace_field(rows[3], "product_name", '"Google Mug')   # the quote never closes
+    r = load(write(tmp_path, rows))
+    q = quarantined(r)
+    assert q[["source_row", "reason"]].values.tolist() == [[3, "malformed_line"]]
+    assert json.loads(q["raw"].iloc[0])["_text"].startswith(rows[3][:20])
+    assert r.rows_in == len(ROWS) and r.accepted == len(ROWS) - 1  # every later line is a record of its own
+    # a legitimately quoted field over two lines (same number of fields) is one record, accepted
+    multi = list(ROWS)
+    multi[3] = replace_field(multi[3], "product_name", '"Google Mug\nwith lid"')
+    m = load(write(tmp_path, multi, name="multi.csv"))
+    assert m.quarantined == 0 and m.rows_in == len(ROWS)
+
+
 # 11. invalid UTF-8 -------------------------------------------------------------------------------------
 def test_invalid_utf8_line_is_quarantined_naming_the_field(tmp_path):
     path = tmp_path / "latin1.csv"
@@ -274,6 +290,9 @@ def test_unreadable_and_corrupt_files_name_the_file(tmp_path):
     gz = tmp_path / "online_retail.csv.gz"
     gz.write_bytes(gzip.compress(b"InvoiceNo,StockCode\n")[:15])
     with pytest.raises(SourceError, match=r"online_retail\.csv\.gz: corrupt gzip"):
+        uci_retail.load(gz)
+    gz.write_bytes(bytes(range(256)))   # not gzip at all
+    with pytest.raises(SourceError, match=r"online_retail\.csv\.gz: named like a gzip file but is not one"):
         uci_retail.load(gz)
     with pytest.raises(SourceError, match="file not found"):
         load(tmp_path / "nope.csv")

@@ -101,3 +101,14 @@ def test_natural_movement_below_the_column_threshold_is_noise_and_earns_no_allow
     assert column_threshold_for(0.5, 3.0, 0.1, 2.0) == pytest.approx(3.0)
     # just after the validated window the allowance is small and the plain threshold decides
     assert column_threshold_for(0.5, 0.05, 0.1, 2.0) == 0.1
+
+
+def test_run_summary_prints_the_champion_monitors_decision_not_only_the_plain_share():
+    from persona.cli import monitor_line
+
+    latest = {"decision": {"retrain": True, "reasons": ["drift share 0.29 >= 0.20"], "ndcg_now": 0.31,
+                           "ndcg_champion": 0.34},
+              "feature_drift": {"n_drifted": 12, "n_columns": 42}}
+    assert monitor_line(latest) == ("retrain trigger     YES: 12/42 features beyond their natural movement, NDCG@10 "
+                                    "0.3100 vs champion 0.3400 (drift share 0.29 >= 0.20)")
+    assert monitor_line(None) is None and monitor_line({"champion": "v1"}) is None

@@ -28,6 +28,21 @@ def test_json_output_with_a_mapping(tmp_path, capsys):
         "reasons": {"duplicate_row": 1, "unknown_event_type": 1}}
 
 
+def test_show_lists_the_quarantined_rows_with_file_row_reason_and_field(tmp_path, capsys):
+    lines = (FIXTURES / "shop_events.csv").read_text().splitlines()
+    path = tmp_path / "shop.csv"
+    path.write_text("\n".join([*lines, lines[3], lines[1].replace(",pageview,", ",wishlist,")]) + "\n")
+    args = ["ingest", str(path), "--mapping", str(FIXTURES / "shop_mapping.yaml"), "--show", "5"]
+    assert main([*args, "--json"]) == 0
+    sample = json.loads(capsys.readouterr().out)["quarantine_sample"]
+    assert [(q["source_file"], q["source_row"], q["reason"], q["field"]) for q in sample] == [
+        ("shop.csv", 12, "duplicate_row", None), ("shop.csv", 13, "unknown_event_type", "action")]
+    assert json.loads(sample[1]["raw"])["action"] == "wishlist"
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "shop.csv row 13: unknown_event_type (action)" in text and "wishlist" in text
+
+
 def test_text_output_lists_reasons_and_repairs_on_the_embedded_ga_file(capsys):
     code = main(["ingest", str(GA_PATH), "--format", "ga_merch_product_events"])
     out = capsys.readouterr().out

@@ -226,6 +226,16 @@ def test_profile_has_the_batch_segment_and_tags(server, env):
     assert r.status_code == 404 and "nobody-at-all" in r.json()["detail"]
 
 
+def test_a_warehouse_pseudonym_sent_as_user_id_is_refused_not_served_as_a_stranger(server, env):
+    pseudonym = str(env["snap"].user_ids[0])
+    for path, params in (("/v1/recommendations", {"user_id": pseudonym}), ("/v1/search", {"q": "mug", "user_id": pseudonym}),
+                         (f"/v1/users/{pseudonym}/profile", {})):
+        r = server.get(path, **params)
+        assert r.status_code == 422 and "warehouse pseudonym" in r.json()["detail"], (path, r.text)
+    raw = env["raw_of"][pseudonym]
+    assert server.get("/v1/recommendations", user_id=raw).json()["strategy"] == "ranker"
+
+
 BAD_GETS = [
     ("/v1/recommendations", {"user_id": "x", "k": 0}, 422),
     ("/v1/recommendations", {"user_id": "x", "k": 101}, 422),

@@ -398,6 +398,10 @@ def open_bytes(path: Path) -> bytes:
                 data = z.read(names[0]) if names else b""
         except zipfile.BadZipFile as exc:
             raise SourceError(f"{path}: corrupt zip file ({exc})") from exc
+    elif path.suffix.lower() in (".gz", ".gzip", ".zip"):
+        kind = "zip" if path.suffix.lower() == ".zip" else "gzip"
+        raise SourceError(f"{path}: named like a {kind} file but is not one (its first bytes are not the {kind} "
+                          "signature)")
     if not data.strip():
         raise SourceError(f"{path}: empty file (no header, no rows)")
     return data
@@ -462,7 +466,15 @@ def read_csv_records(path: Path, *, delimiter: str = ",", encoding: str = "utf-8
     reason: list[str | None] = []
     fields: list[str | None] = []
     texts: list[str | None] = []
+    # physical lines as the csv module counts them, to restart parsing after a broken record
+    physical = list(io.StringIO(text, newline=""))
     line_no = reader.line_num + 1
+
+    def restart_at(line: int):
+        """A reader over the file from 1-based physical line `line` on (its line_num counts from there)."""
+        return csv.reader(io.StringIO("".join(physical[line - 1:]), newline=""), delimiter=delimiter, strict=False)
+
+    offset = 0  # physical lines before the current reader's first line
     while True:
         try:
             rec = next(reader)
@@ -474,9 +486,22 @@ def read_csv_records(path: Path, *, delimiter: str = ",", encoding: str = "utf-8
             reason.append("malformed_line")
             fields.append(None)
             texts.append(f"unparsable: {exc}")
-            line_no = reader.line_num + 1
+            # only this line is rejected: parsing resumes on the next one, whatever the error swallowed
+            offset, reader = line_no, restart_at(line_no + 1)
+            line_no += 1
             continue
-        start, line_no = line_no, reader.line_num + 1
+        start, line_no = line_no, offset + reader.line_num + 1
+        if line_no - start > 1 and len(rec) != width:
+            # a stray quote opened a field that ran over the following lines (to the end of the file, or to the
+            # next quote): reject the line it started on and parse the lines it swallowed as records of their own
+            rows.append(None)
+            lines.append(start)
+            reason.append("malformed_line")
+            fields.append(None)
+            texts.append(physical[start - 1].rstrip("\r\n"))
+            offset, reader = start, restart_at(start + 1)
+            line_no = start + 1
+            continue
         if not rec or (len(rec) == 1 and not rec[0].strip() and width > 1):
             continue  # blank line: not a record
         bad_field = "" if clean else next(
