@@ -158,7 +158,10 @@ class ServingState:
     def _load(self, version_dir: Path) -> ModelBundle:
         bundle = ModelBundle(version_dir, self.settings.data, providers=self.providers)
         made_under = bundle.manifest.get("pseudonym_key")  # absent in versions older than the field
-        if made_under is not None and made_under != self.pseudo.fingerprint:
+        if made_under not in (None, "off") and not self.pseudo.enabled:
+            log.warning("model %s holds pseudonymized user ids and privacy.pseudonymize is false here: clients "
+                        "must send the stored pseudonyms", bundle.version)
+        elif made_under is not None and self.pseudo.enabled and made_under != self.pseudo.fingerprint:
             raise ModelVersionError(
                 f"model {bundle.version} holds user ids pseudonymized with another key (fingerprint {made_under}) "
                 f"than serving's ({self.pseudo.fingerprint}, {self.pseudo.describe()}): every user would look "
