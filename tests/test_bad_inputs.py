@@ -167,6 +167,14 @@ def test_a_stray_quote_rejects_its_own_line_only_and_the_lines_after_it_are_pars
     assert q[["source_row", "reason"]].values.tolist() == [[3, "malformed_line"]]
     assert json.loads(q["raw"].iloc[0])["_text"].startswith(rows[3][:20])
     assert r.rows_in == len(ROWS) and r.accepted == len(ROWS) - 1  # every later line is a record of its own
+    # two stray quotes in one column: the csv module would read lines 3..8 as one record with the right number of
+    # fields (the second quote closes the first); the swallowed lines are whole rows, so both lines are rejected
+    twice = list(ROWS)
+    for n in (3, 8):
+        twice[n] = replace_field(twice[n], "product_name", '"Google Mug')
+    t = load(write(tmp_path, twice, name="twice.csv"))
+    assert quarantined(t)[["source_row", "reason"]].values.tolist() == [[3, "malformed_line"], [8, "malformed_line"]]
+    assert t.rows_in == len(ROWS)
     # a legitimately quoted field over two lines (same number of fields) is one record, accepted
     multi = list(ROWS)
     multi[3] = replace_field(multi[3], "product_name", '"Google Mug\nwith lid"')

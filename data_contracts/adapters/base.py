@@ -407,6 +407,35 @@ def open_bytes(path: Path) -> bytes:
     return data
 
 
+def _swallowed_rows(lines: list[str], width: int, delimiter: str) -> bool:
+    """Whether the continuation lines of a multi-line record are mostly complete rows on their own: the mark of a
+    stray quote (a legitimate quoted newline continues a field with text, not with whole rows)."""
+    whole = 0
+    for line in lines:
+        try:
+            whole += len(next(csv.reader([line], delimiter=delimiter, strict=False), [])) == width
+        except csv.Error:
+            pass
+    return whole * 2 >= len(lines)
+
+
+class _Lines:
+    """An iterator over a file's lines with a settable position (`pos` = lines handed out so far)."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = lines
+        self.pos = 0
+
+    def __iter__(self) -> "_Lines":
+        return self
+
+    def __next__(self) -> str:
+        if self.pos >= len(self.lines):
+            raise StopIteration
+        self.pos += 1
+        return self.lines[self.pos - 1]
+
+
 @dataclass
 class CsvRecords:
     """Rows of a CSV file as strings; malformed / undecodable rows flagged, never dropped."""
@@ -466,15 +495,16 @@ def read_csv_records(path: Path, *, delimiter: str = ",", encoding: str = "utf-8
     reason: list[str | None] = []
     fields: list[str | None] = []
     texts: list[str | None] = []
-    # physical lines as the csv module counts them, to restart parsing after a broken record
-    physical = list(io.StringIO(text, newline=""))
-    line_no = reader.line_num + 1
+    # physical lines as the csv module counts them, behind a cursor so parsing can resume after a broken record
+    src = _Lines(list(io.StringIO(text, newline="")))
+    line_no = reader.line_num + 1  # the header's lines are behind us
 
     def restart_at(line: int):
-        """A reader over the file from 1-based physical line `line` on (its line_num counts from there)."""
-        return csv.reader(io.StringIO("".join(physical[line - 1:]), newline=""), delimiter=delimiter, strict=False)
+        """A fresh reader from 1-based physical line `line` on (no copy of the text: the cursor moves)."""
+        src.pos = line - 1
+        return csv.reader(src, delimiter=delimiter, strict=False)
 
-    offset = 0  # physical lines before the current reader's first line
+    reader = restart_at(line_no)
     while True:
         try:
             rec = next(reader)
@@ -487,19 +517,20 @@ def read_csv_records(path: Path, *, delimiter: str = ",", encoding: str = "utf-8
             fields.append(None)
             texts.append(f"unparsable: {exc}")
             # only this line is rejected: parsing resumes on the next one, whatever the error swallowed
-            offset, reader = line_no, restart_at(line_no + 1)
+            reader = restart_at(line_no + 1)
             line_no += 1
             continue
-        start, line_no = line_no, offset + reader.line_num + 1
-        if line_no - start > 1 and len(rec) != width:
+        start, line_no = line_no, src.pos + 1
+        if line_no - start > 1 and (len(rec) != width or _swallowed_rows(src.lines[start:line_no - 1], width,
+                                                                         delimiter)):
             # a stray quote opened a field that ran over the following lines (to the end of the file, or to the
             # next quote): reject the line it started on and parse the lines it swallowed as records of their own
             rows.append(None)
             lines.append(start)
             reason.append("malformed_line")
             fields.append(None)
-            texts.append(physical[start - 1].rstrip("\r\n"))
-            offset, reader = start, restart_at(start + 1)
+            texts.append(src.lines[start - 1].rstrip("\r\n"))
+            reader = restart_at(start + 1)
             line_no = start + 1
             continue
         if not rec or (len(rec) == 1 and not rec[0].strip() and width > 1):
