@@ -63,6 +63,31 @@ def datasets() -> dict:
     }
 
 
+DATASET_KEYS = {"ga": "ga_merch_store", "uci": "uci_online_retail"}
+
+
+def for_each_dataset(keys: str, specs: dict, run) -> dict:
+    """`run(name, spec)` for each requested dataset (`ga,uci`) of `specs`; one that is not here is recorded as
+    skipped."""
+    results = {}
+    for key in keys.split(","):
+        name = DATASET_KEYS[key.strip()]
+        spec = specs[name]
+        if spec["adapter"] is None or not Path(spec["path"]).exists():
+            why = "no adapter registered" if spec["adapter"] is None else f"{spec['path']} not found (../shared absent)"
+            print(f"\n== {name}: skipped, {why}")
+            results[name] = {"skipped": why}
+            continue
+        results[name] = run(name, spec)
+    return results
+
+
+def bench_meta(**extra) -> dict:
+    """Date and machine of a bench run, for the committed results."""
+    return {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}", **extra}
+
+
 def merge(cfg: dict, overrides: dict) -> dict:
     out = copy.deepcopy(cfg)
     for k, v in overrides.items():
@@ -258,19 +283,9 @@ def main() -> int:
                         help="folder of item-embedding parquet files reused by content hash (encoding UCI takes minutes)")
     args = parser.parse_args()
     base = load_settings().data
-    wanted = {"ga": "ga_merch_store", "uci": "uci_online_retail"}
-    results = {}
-    for key in args.datasets.split(","):
-        name = wanted[key.strip()]
-        spec = datasets()[name]
-        if spec["adapter"] is None or not Path(spec["path"]).exists():
-            why = "no adapter registered" if spec["adapter"] is None else f"{spec['path']} not found (../shared absent)"
-            print(f"\n== {name}: skipped, {why}")
-            results[name] = {"skipped": why}
-            continue
-        results[name] = run_dataset(name, spec, base, not args.no_ablations, args.embedding_cache)
-    meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"}
+    results = for_each_dataset(args.datasets, datasets(), lambda name, spec: run_dataset(
+        name, spec, base, not args.no_ablations, args.embedding_cache))
+    meta = bench_meta()
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.merge and (RESULTS / "quality.json").exists():
         old = json.loads((RESULTS / "quality.json").read_text())

@@ -14,13 +14,10 @@ wall seconds). Writes bench/results/refinement.json and refinement.md.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
-import platform
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -30,7 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 
 from ml import evaluation as E  # noqa: E402
 from ml import refine as R  # noqa: E402
@@ -39,6 +35,9 @@ from ml.fusion import structured_codes  # noqa: E402
 from ml.pipeline import split_for  # noqa: E402
 from ml.split import eligible_targets  # noqa: E402
 from persona.config import load_settings  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from quality import bench_meta, for_each_dataset, merge  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 KEYS = ("recall@20", "ndcg@10")
@@ -50,7 +49,7 @@ CONFIGS = {
 
 
 def datasets() -> dict:
-    """The same data and per-dataset overrides as bench/quality.py."""
+    """The data of bench/quality.py with the split overrides only (refinement uses no candidates or ranker)."""
     from data_contracts.adapters import ADAPTERS
 
     shared = ROOT.parent / "shared" / "datasets"
@@ -64,13 +63,6 @@ def datasets() -> dict:
                                             "split": {"test_days": 28, "valid_days": 28, "train_days": 28,
                                                       "train_windows": 3}}},
     }
-
-
-def merge(cfg: dict, overrides: dict) -> dict:
-    out = copy.deepcopy(cfg)
-    for k, v in overrides.items():
-        out[k] = merge(out.get(k, {}), v) if isinstance(v, dict) else v
-    return out
 
 
 def load(spec: dict, cfg: dict):
@@ -201,20 +193,9 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     configs = {k.strip(): CONFIGS[k.strip()] for k in args.configs.split(",")}
     base = load_settings().data
-    wanted = {"ga": "ga_merch_store", "uci": "uci_online_retail"}
-    results = {}
-    for key in args.datasets.split(","):
-        name = wanted[key.strip()]
-        spec = datasets()[name]
-        if spec["adapter"] is None or not Path(spec["path"]).exists():
-            why = "no adapter registered" if spec["adapter"] is None else f"{spec['path']} not found (../shared absent)"
-            print(f"\n== {name}: skipped, {why}")
-            results[name] = {"skipped": why}
-            continue
-        results[name] = run_dataset(name, spec, base, args.max_epochs, configs)
-    meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-            "max_epochs": args.max_epochs}
+    results = for_each_dataset(args.datasets, datasets(),
+                               lambda name, spec: run_dataset(name, spec, base, args.max_epochs, configs))
+    meta = bench_meta(max_epochs=args.max_epochs)
     RESULTS.mkdir(parents=True, exist_ok=True)
     previous = RESULTS / "refinement.json"
     if previous.exists():  # datasets not rerun keep their last results

@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -29,7 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 
 from data_contracts.adapters import ADAPTERS  # noqa: E402
 from ml import evaluation as E  # noqa: E402
@@ -41,7 +38,7 @@ from ml.snapshot import build_snapshot  # noqa: E402
 from persona.config import load_settings  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
-from quality import datasets, merge  # noqa: E402
+from quality import bench_meta, datasets, for_each_dataset, merge  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -138,17 +135,8 @@ def main() -> int:
         (RESULTS / "refinement_ranker.md").write_text(markdown(saved["datasets"], saved["meta"]))
         return 0
     base = load_settings().data
-    wanted = {"ga": "ga_merch_store", "uci": "uci_online_retail"}
-    results = {}
-    for key in args.datasets.split(","):
-        name = wanted[key.strip()]
-        spec = datasets()[name]
-        if spec["adapter"] is None or not Path(spec["path"]).exists():
-            results[name] = {"skipped": f"{spec['path']} not found (../shared absent)"}
-            continue
-        results[name] = run_dataset(name, spec, base)
-    meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"}
+    results = for_each_dataset(args.datasets, datasets(), lambda name, spec: run_dataset(name, spec, base))
+    meta = bench_meta()
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "refinement_ranker.json").write_text(json.dumps({"meta": meta, "datasets": results}, indent=2,
                                                                 default=float))

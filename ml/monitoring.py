@@ -257,15 +257,9 @@ def gate_versions(challenger_dir: str | Path, champion_dir: str | Path | None, t
             champion = json.loads((champion_dir / "metrics.json").read_text())["ranker"]["ndcg@10"]
     ok, reason = registry.gate({"ndcg@10": challenger}, None if champion is None else {"ndcg@10": champion},
                                tolerance=tolerance)
-    keys = [_pseudonym_key(d) for d in (challenger_dir, champion_dir)] if name is not None else [None, None]
+    keys = [registry.pseudonym_key(d) for d in (challenger_dir, champion_dir)] if name is not None else [None, None]
     if not ok and None not in keys and keys[0] != keys[1]:
         # the champion's snapshot holds ids hashed with another key: serving it would treat every user as unknown
         ok, reason = True, (f"the champion {name} was made under another pseudonymization key; it cannot serve "
                             f"this warehouse's users (gate would have refused: {reason})")
     return GateResult(ok, reason, challenger, champion, name)
-
-
-def _pseudonym_key(version_dir: str | Path) -> str | None:
-    """The key fingerprint in a version's manifest (None for versions older than the field)."""
-    path = Path(version_dir) / "manifest.json"
-    return json.loads(path.read_text()).get("pseudonym_key") if path.exists() else None

@@ -97,6 +97,13 @@ def list_versions(models_dir: str | Path) -> list[dict]:
     return out
 
 
+def pseudonym_key(version_dir: str | Path) -> str | None:
+    """The fingerprint of the pseudonymization key a version was made under (`off`, or None for versions older
+    than the manifest field)."""
+    path = Path(version_dir) / "manifest.json"
+    return json.loads(path.read_text()).get("pseudonym_key") if path.exists() else None
+
+
 def champion_version(models_dir: str | Path) -> str | None:
     p = Path(models_dir) / POINTER
     if not p.exists():

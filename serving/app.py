@@ -156,18 +156,17 @@ class ServingState:
         return replace(e, user_id=self.pseudo.user_id(e.user_id), session_id=self.pseudo.session_id(e.session_id))
 
     def _load(self, version_dir: Path) -> ModelBundle:
-        bundle = ModelBundle(version_dir, self.settings.data, providers=self.providers)
-        made_under = bundle.manifest.get("pseudonym_key")  # absent in versions older than the field
+        made_under = registry.pseudonym_key(version_dir)  # checked before the sessions and index are built
         if made_under not in (None, "off") and not self.pseudo.enabled:
             log.warning("model %s holds pseudonymized user ids and privacy.pseudonymize is false here: clients "
-                        "must send the stored pseudonyms", bundle.version)
+                        "must send the stored pseudonyms", Path(version_dir).name)
         elif made_under is not None and self.pseudo.enabled and made_under != self.pseudo.fingerprint:
             raise ModelVersionError(
-                f"model {bundle.version} holds user ids pseudonymized with another key (fingerprint {made_under}) "
-                f"than serving's ({self.pseudo.fingerprint}, {self.pseudo.describe()}): every user would look "
-                "unknown. Serve with the key the warehouse was built with ($PERSONA_PSEUDONYM_KEY or "
+                f"model {Path(version_dir).name} holds user ids pseudonymized with another key (fingerprint "
+                f"{made_under}) than serving's ({self.pseudo.fingerprint}, {self.pseudo.describe()}): every user "
+                "would look unknown. Serve with the key the warehouse was built with ($PERSONA_PSEUDONYM_KEY or "
                 "privacy.key_file), or retrain under this one.")
-        return bundle
+        return ModelBundle(version_dir, self.settings.data, providers=self.providers)
 
     def check_for_new_version(self) -> bool:
         """Load and swap in the champion if it changed; a version that fails to load leaves the old one serving."""

@@ -13,7 +13,7 @@ from ml import registry
 from ml.features import FEATURES
 from ml.onnx_export import OnnxScorer, export_ranker
 from ml.monitoring import gate_versions
-from ml.pipeline import (metrics_markdown, ndcg_on_eval_set, save_eval_set, snapshot_at, train_and_evaluate)
+from ml.pipeline import metrics_markdown, save_eval_set, snapshot_at, train_and_evaluate
 from orchestration.assets.common import load_embeddings, load_events, load_items, md_table
 from orchestration.resources import PersonaConfig, Warehouse
 from persona.alerts import Alert, send_alert

@@ -30,8 +30,8 @@ def review_sentiment(context: AssetExecutionContext, persona: PersonaConfig, war
                                           max_length=REVIEW_MAX_LENGTH))
     table, report, model = sentiment_table(events, encoder)
     users, vectors = review_vectors(events, encoder) if encoder is not None else ([], [])
-    n_texts = (events.loc[events["review_text"].notna()].groupby("user_id").size() if len(events)
-               else pd.Series(dtype="int64"))
+    texted = events["review_text"].notna() & (events["review_text"].astype("string").str.strip() != "")
+    n_texts = events.loc[texted].groupby("user_id").size() if len(events) else pd.Series(dtype="int64")
     user_vectors = pd.DataFrame({"user_id": pd.Series(users, dtype="string"),
                                  "n_review_texts": n_texts.reindex(users).fillna(0).astype("int64").to_numpy(),
                                  "vector": list(vectors)})
